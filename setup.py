@@ -8,7 +8,7 @@ the CPU one: ``KDEFECT_GPU=1 pip install -e ".[gpu]"``.
 import os
 import platform
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 TF = ">=2.21,<2.22"
 if os.environ.get("KDEFECT_GPU") == "1" or platform.system() == "Darwin":
@@ -23,7 +23,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["kdefect", "kdefect.data", "kdefect.configs", "kdefect_cli"],
+    packages=find_packages(include=["kdefect", "kdefect.*"]) + ["kdefect.configs", "kdefect_cli"],
     package_dir={"kdefect.configs": "configs", "kdefect_cli": "cli"},
     package_data={"kdefect.configs": ["*.yaml"], "kdefect.data": ["splits/*.json", "splits/*.json.gz", "splits/*.md"]},
     install_requires=tensorflow
