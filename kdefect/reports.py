@@ -1,0 +1,531 @@
+"""Figures and reports for a run directory (REFERENCE.md §6.5, issue 4).
+
+* ``plot_pr_roc``: precision-recall and ROC curves (PNG).
+* ``plot_history``: train losses per epoch with λ and validation AP on a twin axis.
+* ``plot_sample``: one test image - input, ground truth, loss weights (optional)
+  and the segmentation heat-map over the image, score in the title.
+* ``write_report``: ``report.md`` and a self-contained ``report.html`` (metrics
+  table, curves, gallery sorted by score with false positives/negatives marked).
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas,
+never through ``pyplot``, so no global backend is touched and nothing leaks.
+"""
+
+import base64
+import csv
+import html
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+DPI = 100
+PR_PNG = "precision-recall.png"
+ROC_PNG = "roc.png"
+HISTORY_PNG = "history.png"
+# Embed gallery figures in report.html up to this many bytes in total; link them beyond.
+EMBED_LIMIT = 25 * 2**20
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out_png):
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=DPI, format="png")
+    return out_png
+
+
+def plot_pr_roc(labels, scores, out_dir):
+    """Write ``precision-recall.png`` and ``roc.png`` into ``out_dir``; return both paths.
+
+    The PR curve marks the max-F operating point of ``kdefect.metrics``. With
+    only one class present the curves are undefined and the figures say so.
+
+    Example:
+    >>> import tempfile
+    >>> pr, roc = plot_pr_roc([0, 0, 1, 1], [0.1, 0.7, 0.6, 0.9], tempfile.mkdtemp())
+    >>> pr.name, roc.name
+    ('precision-recall.png', 'roc.png')
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from kdefect.metrics import image_metrics
+
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    m = image_metrics(labels, scores)
+    out_dir = Path(out_dir)
+    two_classes = labels.any() and not labels.all()
+
+    fig = _figure(5, 4.5)
+    ax = fig.add_subplot()
+    if two_classes:
+        precision, recall, _ = precision_recall_curve(labels, scores)
+        ax.step(recall, precision, where="post", color="tab:blue", lw=2)
+        ax.fill_between(recall, precision, step="post", alpha=0.15, color="tab:blue")
+        p = m["tp"] / max(m["tp"] + m["fp"], 1)
+        ax.plot([m["tpr"]], [p], "o", color="tab:red",
+                label=f"max F = {m['f_measure']:.3f} at {m['threshold']:.3g}")
+        ax.legend(loc="lower left")
+        ax.set_title(f"AP {100 * m['ap']:.2f} % (trapezoid {100 * m['ap_trapezoid']:.2f} %)")
+    else:
+        ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
+        ax.set_title("precision-recall")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    pr_png = _save(fig, out_dir / PR_PNG)
+
+    fig = _figure(5, 4.5)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    if two_classes:
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, color="tab:orange", lw=2)
+        ax.set_title(f"ROC AUC {100 * m['auc']:.2f} %")
+    else:
+        ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
+        ax.set_title("ROC")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    roc_png = _save(fig, out_dir / ROC_PNG)
+    return pr_png, roc_png
+
+
+def _read_history(history):
+    """A history as ``{column: [floats]}`` from a CSV path or a mapping of lists."""
+    if isinstance(history, (str, os.PathLike)):
+        with open(history, newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = rows[0].keys() if rows else []
+        history = {c: [r[c] for r in rows] for c in columns}
+
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    return {str(k): [number(v) for v in values] for k, values in dict(history).items()}
+
+
+def _pick(columns, *names):
+    for name in names:
+        if name in columns:
+            return name
+    return None
+
+
+def plot_history(history, out_png):
+    """Plot train seg/cls/total loss per epoch, with λ and validation AP on a twin axis.
+
+    ``history`` is a CSV path (Keras ``CSVLogger`` style, an ``epoch`` column
+    optional) or a mapping such as ``keras.callbacks.History.history``. Losses
+    are read from ``seg_loss``, ``cls_loss``, ``loss``; λ from ``lambda``;
+    validation AP from ``val_ap`` (or ``val_AP``/``validation_ap``). Missing
+    columns are skipped; NaN entries (epochs without validation) are gaps.
+    Epochs are counted from 0 as in Keras and plotted as 1..N.
+
+    Example:
+    >>> import tempfile, os
+    >>> h = {"loss": [0.9, 0.5], "seg_loss": [0.6, 0.3], "cls_loss": [0.7, 0.4], "lambda": [1.0, 0.5]}
+    >>> out = plot_history(h, os.path.join(tempfile.mkdtemp(), "history.png"))
+    >>> out.name
+    'history.png'
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    h = _read_history(history)
+    lengths = [len(v) for v in h.values()]
+    n = max(lengths, default=0)
+    epochs = h.get("epoch") or list(range(n))
+    epochs = [e + 1 for e in epochs]  # Keras counts from 0; plot 1..N
+
+    fig = _figure(7, 4.6)
+    ax = fig.add_subplot()
+    styles = (("seg_loss", "segmentation", "tab:blue"), ("cls_loss", "classification", "tab:orange"),
+              ("loss", "total", "black"))
+    for key, label, colour in styles:
+        if key in h:
+            ax.plot(epochs[: len(h[key])], h[key], color=colour, marker=".", label=f"{label} loss")
+    ax.set(xlabel="epoch", ylabel="train loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+
+    lam = _pick(h, "lambda", "lam")
+    val = _pick(h, "val_ap", "val_AP", "validation_ap")
+    if lam or val:
+        twin = ax.twinx()
+        if lam:
+            twin.plot(epochs[: len(h[lam])], h[lam], "--", color="tab:green", label="λ (seg weight)")
+        if val:
+            ys = np.asarray(h[val], dtype=float)
+            xs = np.asarray(epochs[: len(ys)])
+            ok = np.isfinite(ys)
+            twin.plot(xs[ok], ys[ok], "s-", color="tab:red", label="validation AP")
+        twin.set(ylabel="λ / validation AP", ylim=(-0.02, 1.05))
+        more_h, more_l = twin.get_legend_handles_labels()
+        handles, labels = handles + more_h, labels + more_l
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no loss history", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("training history")
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _to_size(array, height, width):
+    """Bilinear resize (half-pixel centres, like cv2 INTER_LINEAR) of a 2-D map."""
+    from scipy import ndimage
+
+    arr = np.asarray(array, dtype=np.float32)
+    if arr.shape == (height, width):
+        return arr
+    zoom = (height / arr.shape[0], width / arr.shape[1])
+    return ndimage.zoom(arr, zoom, order=1, mode="nearest", grid_mode=True)
+
+
+def plot_sample(image, mask, seg_prob, score, out_png, weight=None, title=None):
+    """Per-image figure: input | ground truth | [loss weights] | segmentation overlay.
+
+    Args:
+        image: uint8 (H, W, C) with C = 1 or 3, or (H, W).
+        mask: ground truth, the 1/8 soft target or full resolution; None if
+            the image has no mask.
+        seg_prob: segmentation probabilities (sigmoid) at 1/8, (h, w).
+        score: image score (sigmoid of the decision logit), shown in the title.
+        out_png: output path.
+        weight: optional loss-weight map (any resolution) shown as its own panel.
+        title: text before the score, e.g. the image name and its label.
+
+    Maps are resized bilinearly to the image size. Wide images (W > H) are
+    transposed to portrait, like the reference, so the panels stay readable.
+
+    Example:
+    >>> import tempfile, os
+    >>> img = np.full((64, 64, 1), 128, np.uint8)
+    >>> out = plot_sample(img, None, np.zeros((8, 8)), 0.12, os.path.join(tempfile.mkdtemp(), "s.png"))
+    >>> out.suffix
+    '.png'
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
+    height, width = img.shape[:2]
+    prob = np.clip(_to_size(seg_prob, height, width), 0.0, 1.0)
+    gt = None if mask is None else _to_size(mask, height, width)
+    w = None if weight is None else _to_size(weight, height, width)
+
+    transposed = width > height
+    if transposed:
+        img = np.swapaxes(img, 0, 1)
+        prob, gt, w = (None if a is None else a.T for a in (prob, gt, w))
+        height, width = width, height
+
+    panels = ["input", "ground truth"] + (["loss weights"] if w is not None else []) + ["segmentation"]
+    panel_h = 4.0
+    panel_w = max(1.9, panel_h * width / height)
+    fig = _figure(panel_w * len(panels) + 0.4, panel_h + 0.9)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    grey = dict(cmap="gray", vmin=0, vmax=255) if img.ndim == 2 else {}
+
+    axes[0].imshow(img, **grey)
+    if gt is None:
+        axes[1].imshow(np.zeros((height, width)), cmap="gray", vmin=0, vmax=1)
+        axes[1].text(width / 2, height / 2, "no\nmask", color="white", ha="center", va="center")
+    else:
+        # Thin defects give faint 1/8 soft targets: scale to the maximum (named in the title).
+        gt_max = float(gt.max())
+        axes[1].imshow(gt, cmap="gray", vmin=0, vmax=gt_max if gt_max > 0 else 1.0)
+        panels[1] = f"ground truth\n(max {gt_max:.2f})"
+    if w is not None:
+        axes[2].imshow(w, cmap="viridis")  # scaled to its own range, given in the title
+        panels[2] = f"loss weights\n({float(w.min()):.2f} to {float(w.max()):.2f})"
+    heat = colormaps["jet"](prob)
+    heat[..., 3] = 0.85 * np.sqrt(prob)  # colours on the fixed 0..1 scale; low values fade out
+    axes[-1].imshow(img, **grey)
+    axes[-1].imshow(heat)
+    panels[-1] = f"segmentation\n(max {float(prob.max()):.2f})"
+    scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap="jet")
+    fig.colorbar(scale, ax=axes[-1], fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
+    for ax, name in zip(axes, panels):
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    head = f"{title}  |  " if title else ""
+    fig.suptitle(f"{head}score {float(score):.3f}" + ("  (transposed)" if transposed else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _truthy(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "t", "yes", "y", "1.0")
+    return bool(value)
+
+
+def _fmt(value, percent=False):
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{100 * value:.2f} %" if percent else f"{value:.4g}"
+    return str(value)
+
+
+# (key, label, shown as percent)
+HEADLINE = (
+    ("ap", "AP (average_precision_score)", True),
+    ("ap_trapezoid", "AP (trapezoid, per-run reference)", True),
+    ("auc", "ROC AUC", True),
+    ("threshold", "threshold (max F)", False),
+    ("fp", "false positives", False),
+    ("fn", "false negatives", False),
+    ("f_measure", "F-measure", False),
+    ("accuracy", "accuracy", True),
+    ("fp_at_fn0", "FP at FN = 0", False),
+    ("fp_at_05", "FP at 0.5", False),
+    ("fn_at_05", "FN at 0.5", False),
+    ("n_images", "test images", False),
+    ("n_positives", "defective test images", False),
+)
+
+
+def _outcome(row):
+    gt, dec = _truthy(row.get("ground_truth")), _truthy(row.get("decision"))
+    return {(True, True): "TP", (False, False): "TN", (False, True): "FP", (True, False): "FN"}[(gt, dec)]
+
+
+def _existing_figure(run_dir, row):
+    fig = row.get("figure")
+    if not fig:
+        return None
+    path = Path(fig)
+    full = path if path.is_absolute() else run_dir / path
+    return full if full.is_file() else None
+
+
+def _rel(run_dir, path):
+    return Path(os.path.relpath(path, run_dir)).as_posix()
+
+
+def _parts(metrics):
+    """Per-fold or per-class metrics as ``[(name, dict)]`` (empty for a single run)."""
+    if isinstance(metrics.get("folds"), list):
+        return [(f"fold {i}", m) for i, m in enumerate(metrics["folds"])]
+    if isinstance(metrics.get("classes"), dict):
+        return list(metrics["classes"].items())
+    return []
+
+
+def _markdown(run_dir, metrics, rows, config):
+    lines = ["# kdefect run report", ""]
+    if config.get("name") or config.get("dataset"):
+        lines += [f"Run `{config.get('name', '')}` on `{config.get('dataset', '')}`.", ""]
+    lines += [
+        f"**AP {_fmt(metrics.get('ap'), True)}**, AUC {_fmt(metrics.get('auc'), True)}, "
+        f"FP {_fmt(metrics.get('fp'))}, FN {_fmt(metrics.get('fn'))} "
+        f"at threshold {_fmt(metrics.get('threshold'))}.",
+        "",
+    ]
+    parts = _parts(metrics)
+    if parts:
+        lines += ["AP/AUC are means over the parts below; FP/FN are sums, each part decided at its own "
+                  "threshold (the threshold shown is their mean).", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {label} | {_fmt(metrics[key], pct)} |" for key, label, pct in HEADLINE if key in metrics]
+    lines.append("")
+    if parts:
+        lines += ["| part | AP | AUC | threshold | FP | FN |", "|---|---|---|---|---|---|"]
+        for name, m in parts:
+            lines.append(f"| {name} | {_fmt(m.get('ap'), True)} | {_fmt(m.get('auc'), True)} | "
+                         f"{_fmt(m.get('threshold'))} | {_fmt(m.get('fp'))} | {_fmt(m.get('fn'))} |")
+        lines.append("")
+    curves = [name for name in (PR_PNG, ROC_PNG, HISTORY_PNG) if (run_dir / name).is_file()]
+    if curves:
+        lines += ["## Curves", ""] + [f"![{name}]({name})" for name in curves] + [""]
+    errors = [r for r in rows if r["outcome"] in ("FP", "FN")]
+    lines += ["## Misclassified images", ""]
+    if not errors:
+        lines.append("None.")
+    for r in errors:
+        link = f" - [figure]({r['rel']})" if r["rel"] else ""
+        lines.append(f"- {r['outcome']}: `{r['image']}` score {r['score']:.4f}{link}")
+    lines += ["", "## All test images (by score)", "", "| image | score | ground truth | decision | outcome |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        name = f"[{r['image']}]({r['rel']})" if r["rel"] else r["image"]
+        lines.append(f"| {name} | {r['score']:.4f} | {int(r['gt'])} | {int(r['dec'])} | {r['outcome']} |")
+    lines += ["", "See `report.html` for the image gallery and `metrics.json` for every metric.", ""]
+    return "\n".join(lines)
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{margin-top:0} table{border-collapse:collapse;margin:0.5em 0 1em}
+td,th{border:1px solid #ccc;padding:3px 9px;text-align:right} th{background:#eee}
+td:first-child,th:first-child{text-align:left}
+.headline{font-size:1.2em;margin:0.4em 0 1em}
+.curves img{max-width:32%;min-width:280px;margin-right:1%;border:1px solid #ddd;background:#fff}
+.gallery{display:flex;flex-wrap:wrap;gap:10px}
+.card{background:#fff;border:4px solid #bbb;border-radius:6px;padding:6px;width:300px;font-size:0.85em}
+.card img{width:100%;height:auto;display:block;cursor:zoom-in}
+.card.TP{border-color:#4a4} .card.TN{border-color:#ccc}
+.card.FP{border-color:#d22;background:#fee} .card.FN{border-color:#e80;background:#fff3e0}
+.badge{display:inline-block;font-weight:bold;padding:1px 6px;border-radius:3px;color:#fff}
+.badge.TP{background:#4a4} .badge.TN{background:#999} .badge.FP{background:#d22} .badge.FN{background:#e80}
+.name{word-break:break-all;font-family:monospace} .nofig{color:#888;padding:2em 0;text-align:center}
+pre{background:#fff;border:1px solid #ddd;padding:0.5em;overflow:auto;max-height:30em}
+"""
+
+OUTCOME_TEXT = {"TP": "true positive", "TN": "true negative",
+                "FP": "FALSE POSITIVE", "FN": "FALSE NEGATIVE"}
+
+
+def _data_uri(path):
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _html(run_dir, metrics, rows, config, embed):
+    e = html.escape
+
+    def src(path, embed_this):
+        return _data_uri(path) if embed_this else e(_rel(run_dir, path))
+
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in OUTCOME_TEXT}
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>kdefect report</title>", f"<style>{CSS}</style></head><body>",
+           "<h1>kdefect run report</h1>"]
+    if config.get("name") or config.get("dataset"):
+        out.append(f"<p>Run <b>{e(str(config.get('name', '')))}</b> on "
+                   f"<b>{e(str(config.get('dataset', '')))}</b></p>")
+    out.append(f'<p class="headline">AP <b>{_fmt(metrics.get("ap"), True)}</b> · '
+               f'AUC <b>{_fmt(metrics.get("auc"), True)}</b> · FP <b>{_fmt(metrics.get("fp"))}</b> · '
+               f'FN <b>{_fmt(metrics.get("fn"))}</b> · threshold {_fmt(metrics.get("threshold"))}</p>')
+
+    out.append("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>")
+    out += [f"<tr><td>{e(label)}</td><td>{e(_fmt(metrics[key], pct))}</td></tr>"
+            for key, label, pct in HEADLINE if key in metrics]
+    out.append("</table>")
+    parts = _parts(metrics)
+    if parts:
+        out.append("<p>AP/AUC: mean over the parts; FP/FN: sums, each part at its own threshold.</p>")
+        out.append("<table><tr><th>part</th><th>AP</th><th>AUC</th><th>threshold</th>"
+                   "<th>FP</th><th>FN</th></tr>")
+        for name, m in parts:
+            out.append(f"<tr><td>{e(str(name))}</td><td>{_fmt(m.get('ap'), True)}</td>"
+                       f"<td>{_fmt(m.get('auc'), True)}</td><td>{_fmt(m.get('threshold'))}</td>"
+                       f"<td>{_fmt(m.get('fp'))}</td><td>{_fmt(m.get('fn'))}</td></tr>")
+        out.append("</table>")
+
+    curves = [run_dir / n for n in (PR_PNG, ROC_PNG, HISTORY_PNG) if (run_dir / n).is_file()]
+    if curves:
+        out.append('<h2>Curves</h2><div class="curves">')
+        out += [f'<img src="{src(p, True)}" alt="{e(p.name)}">' for p in curves]
+        out.append("</div>")
+
+    out.append("<h2>Test images, highest score first</h2>")
+    out.append("<p>" + " · ".join(
+        f'<span class="badge {k}">{k}</span> {OUTCOME_TEXT[k].lower()}: {counts[k]}' for k in OUTCOME_TEXT
+    ) + "</p>")
+    errors = [r for r in rows if r["outcome"] in ("FP", "FN")]
+    if errors:
+        out.append("<p>Misclassified: " + ", ".join(
+            f'<a href="#img{r["index"]}">{r["outcome"]} {e(r["image"])}</a>' for r in errors) + "</p>")
+    if not embed:
+        out.append("<p>Figures are linked from the run directory; keep this file next to them.</p>")
+    out.append('<div class="gallery">')
+    for r in rows:
+        o = r["outcome"]
+        out.append(f'<div class="card {o}" id="img{r["index"]}">')
+        out.append(f'<div><span class="badge {o}">{OUTCOME_TEXT[o]}</span> '
+                   f'score <b>{r["score"]:.4f}</b></div>')
+        out.append(f'<div class="name">{e(r["image"])}</div>')
+        out.append(f'<div>ground truth {"defect" if r["gt"] else "OK"} · '
+                   f'decision {"defect" if r["dec"] else "OK"}</div>')
+        if r["path"] is not None:
+            s = src(r["path"], embed)
+            out.append(f'<a href="{s}" target="_blank"><img src="{s}" loading="lazy" '
+                       f'alt="{e(r["image"])}"></a>' if not embed else
+                       f'<img src="{s}" loading="lazy" alt="{e(r["image"])}">')
+        else:
+            out.append('<div class="nofig">no figure</div>')
+        out.append("</div>")
+    out.append("</div>")
+    out.append("<h2>Configuration</h2><details><summary>show</summary><pre>"
+               + e(json.dumps(config, indent=2, sort_keys=True, default=str)) + "</pre></details>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(run_dir, metrics, results, config, embed=None):
+    """Write ``report.md`` and ``report.html`` into ``run_dir``; return both paths.
+
+    Args:
+        run_dir: the run directory; ``precision-recall.png``, ``roc.png`` and
+            ``history.png`` are shown when present there.
+        metrics: ``kdefect.metrics.image_metrics`` output (or a join, whose
+            ``folds``/``classes`` get their own table).
+        results: one dict per test image with ``image``, ``score``,
+            ``ground_truth``, ``decision`` and ``figure`` (path relative to
+            ``run_dir``, or None). Figures that do not exist are not linked.
+        config: the run configuration (shown in the HTML, ``name`` and
+            ``dataset`` used in the heading when present).
+        embed: put gallery figures into the HTML as base64 data (True), link
+            them by relative path (False), or decide by their total size
+            (None: embed up to 25 MB). The curves are always embedded.
+
+    Example:
+    >>> import tempfile
+    >>> from kdefect.metrics import image_metrics
+    >>> d = tempfile.mkdtemp()
+    >>> rows = [{"image": "a.png", "score": 0.9, "ground_truth": 1, "decision": True, "figure": None}]
+    >>> md, page = write_report(d, image_metrics([1, 0], [0.9, 0.2]), rows, {"dataset": "synthetic"})
+    >>> md.name, page.name
+    ('report.md', 'report.html')
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, r in enumerate(sorted(results, key=lambda r: -float(r["score"]))):
+        path = _existing_figure(run_dir, r)
+        row = {"index": i, "image": str(r["image"]), "score": float(r["score"]),
+               "gt": _truthy(r.get("ground_truth")), "dec": _truthy(r.get("decision")),
+               "outcome": _outcome(r), "path": path,
+               "rel": None if path is None else _rel(run_dir, path)}
+        rows.append(row)
+    if embed is None:
+        embed = sum(r["path"].stat().st_size for r in rows if r["path"]) <= EMBED_LIMIT
+
+    md_path = run_dir / "report.md"
+    md_path.write_text(_markdown(run_dir, metrics, rows, dict(config)), encoding="utf-8")
+    html_path = run_dir / "report.html"
+    html_path.write_text(_html(run_dir, metrics, rows, dict(config), bool(embed)), encoding="utf-8")
+    return md_path, html_path
