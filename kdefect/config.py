@@ -43,7 +43,9 @@ class TrainConfig:
             download cache), ``positives``/``segmented`` (the paper's split),
             ``fold``, ``input_size`` ([H, W]) or ``scale`` (of the dataset's
             reference size), ``channels``, ``dilate``, ``num_samples`` and
-            ``test_fraction`` (synthetic/folder).
+            ``test_fraction`` (synthetic/folder), ``in_memory`` (None: keep
+            images in RAM unless they exceed ~1 GB, else stream from disk;
+            True/False force it).
         loss: ``delta`` (δ), ``dyn_balance``, ``grad_adjust``, ``weighted``
             with ``weight_p``/``weight_max``/``weight_norm``, ``cls_target``
             (``max_soft`` or ``binary``), ``loss_reduction`` (``sum``).
@@ -64,6 +66,7 @@ class TrainConfig:
     dilate: int = 1
     num_samples: int = 240
     test_fraction: float = 0.5
+    in_memory: bool = None
     epochs: int = 10
     lr: float = 0.1
     delta: float = 1.0

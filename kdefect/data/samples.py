@@ -61,12 +61,17 @@ class SampleSet:
         >>> s = SampleSet.from_arrays(np.zeros((1, 64, 64, 1), np.uint8), [np.eye(64)])
         >>> s.cls_target("binary").tolist()
         [1.0]
+        >>> SampleSet.from_arrays(np.zeros((1, 64, 64, 1), np.uint8), [None],
+        ...                       is_positive=[True]).cls_target().tolist()
+        [1.0]
         """
         if mode not in CLS_TARGETS:
             raise ValueError(f"cls_target must be one of {CLS_TARGETS}, got {mode!r}")
         if mode == "binary":
             return self.is_positive.astype(np.float32)
-        return self.seg_target.reshape(len(self), -1).max(axis=1).astype(np.float32)
+        soft = self.seg_target.reshape(len(self), -1).max(axis=1).astype(np.float32)
+        # Positives known only by their image-level label have no mask: target 1.
+        return np.where(self.is_positive & (soft <= 0), np.float32(1.0), soft)
 
     def subset(self, indices):
         """A new ``SampleSet`` with the rows ``indices`` (in that order).
