@@ -18,6 +18,7 @@ import json
 import math
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -305,7 +306,7 @@ HEADLINE = (
     ("ap", "AP (average_precision_score)", True),
     ("ap_trapezoid", "AP (trapezoid, per-run reference)", True),
     ("auc", "ROC AUC", True),
-    ("threshold", "threshold (max F)", False),
+    ("threshold", "decision threshold", False),
     ("fp", "false positives", False),
     ("fn", "false negatives", False),
     ("f_measure", "F-measure", False),
@@ -333,7 +334,8 @@ def _existing_figure(run_dir, row):
 
 
 def _rel(run_dir, path):
-    return Path(os.path.relpath(path, run_dir)).as_posix()
+    """``path`` relative to ``run_dir`` as a URL (forward slashes, percent-encoded)."""
+    return quote(Path(os.path.relpath(path, run_dir)).as_posix())
 
 
 def _parts(metrics):
@@ -395,8 +397,8 @@ td:first-child,th:first-child{text-align:left}
 .headline{font-size:1.2em;margin:0.4em 0 1em}
 .curves img{max-width:32%;min-width:280px;margin-right:1%;border:1px solid #ddd;background:#fff}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}
-.card{background:#fff;border:4px solid #bbb;border-radius:6px;padding:6px;width:300px;font-size:0.85em}
-.card img{width:100%;height:auto;display:block;cursor:zoom-in}
+.card{background:#fff;border:4px solid #bbb;border-radius:6px;padding:6px;max-width:100%;font-size:0.85em}
+.card img{height:260px;width:auto;max-width:100%;object-fit:contain;display:block;margin-top:4px}
 .card.TP{border-color:#4a4} .card.TN{border-color:#ccc}
 .card.FP{border-color:#d22;background:#fee} .card.FN{border-color:#e80;background:#fff3e0}
 .badge{display:inline-block;font-weight:bold;padding:1px 6px;border-radius:3px;color:#fff}

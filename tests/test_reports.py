@@ -4,6 +4,7 @@ import csv
 import doctest
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def _run_dir(tmp_path):
         image, target, weight, prob = _sample(10 + i, kind="crack" if label else None)
         figure = None
         if i != 5:
-            figure = f"test_outputs/{i:02d}.png"
+            figure = f"test_outputs/{i:02d} img.png"  # a space: links must be URL-encoded
             plot_sample(image, target, prob * score, score, tmp_path / figure, title=f"img{i}")
         results.append({"image": f"img{i}.png", "score": score, "ground_truth": label,
                         "decision": score >= 0.5, "figure": figure})
@@ -141,7 +142,7 @@ def test_write_report(tmp_path, embed):
     for src in parser.sources + parser.links:
         if src.startswith("data:image/png;base64,") or src.startswith("#"):
             continue
-        assert (tmp_path / src).is_file(), src
+        assert (tmp_path / unquote(src)).is_file(), src
     assert any(s.startswith("data:") for s in parser.sources)  # curves always embedded
     if embed:
         assert all(s.startswith("data:") for s in parser.sources)
@@ -154,7 +155,7 @@ def test_write_report(tmp_path, embed):
     report = md.read_text(encoding="utf-8")
     assert "AP" in report and "FP 1" in report and "FN 1" in report and "threshold 0.5" in report
     for target in [part.split(")")[0] for part in report.split("](")[1:]]:
-        assert (tmp_path / target).is_file(), target
+        assert (tmp_path / unquote(target)).is_file(), target
     assert "- FP: `img2.png`" in report and "- FN: `img1.png`" in report
 
 
