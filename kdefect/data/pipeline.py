@@ -29,7 +29,12 @@ def _loader(samples, cls_target="max_soft", weighted=True):
 
         def read_image(i):
             raw = tf.io.read_file(tf.gather(paths, i))
-            img = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+            # JPEGs with the accurate integer IDCT: the same pixels as PIL (in-memory path) and OpenCV.
+            img = tf.cond(
+                tf.io.is_jpeg(raw),
+                lambda: tf.io.decode_jpeg(raw, channels=channels, dct_method="INTEGER_ACCURATE"),
+                lambda: tf.io.decode_image(raw, channels=channels, expand_animations=False),
+            )
             img = tf.image.resize(img, (height, width), method="bilinear", antialias=False)
             img = tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
             return tf.ensure_shape(img, (height, width, channels))
