@@ -160,8 +160,12 @@ def download(url, dest, sha256=None, progress=True, timeout=60):
             )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as err:
+        if isinstance(err, urllib.error.HTTPError):
+            why = f"HTTP {err.code} {err.reason}"
+        else:
+            why = getattr(err, "reason", None) or err
         raise DownloadError(
-            f"cannot download {url}: {getattr(err, 'reason', None) or err} "
+            f"cannot download {url}: {why} "
             "(download it yourself and pass the folder or archive as data_dir / KDEFECT_DATA_DIR)"
         ) from None
     finally:
