@@ -122,10 +122,10 @@ def dagm_split(segmented=None, class_id=1, split_file=None):
     """
     seg = 1000 if segmented is None else segmented
     parts = get_split("dagm", f"split_{seg}", split_file)
-    index = class_id - 1 if isinstance(class_id, int) and not isinstance(class_id, bool) else -1
-    if index < 0:
-        raise InputError(f"dagm has no fold (class) {class_id!r}; expected one of 1..10")
-    return tuple(_pick_fold("dagm", parts, index, class_id, "1..10 (the DAGM class)"))
+    valid = isinstance(class_id, int) and not isinstance(class_id, bool) and 1 <= class_id <= len(parts[0])
+    if not valid:
+        raise InputError(f"dagm has no fold (class) {class_id!r}; expected one of 1..{len(parts[0])}")
+    return tuple(part[class_id - 1] for part in parts)
 
 
 def ksdd2_split(segmented=None, split_file=None):

@@ -123,7 +123,7 @@ def _seeded_split(records, test_fraction, seed):
     if not 0 < test_fraction < 1:
         raise InputError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
     rng = np.random.default_rng(seed)
-    likely_positive = np.array([bool(r.is_positive) or r.mask is not None for r in records])
+    likely_positive = np.array([r.mask is not None if r.is_positive is None else r.is_positive for r in records])
     train, test = [], []
     for group in (np.flatnonzero(likely_positive), np.flatnonzero(~likely_positive)):
         order = rng.permutation(group)
