@@ -60,15 +60,15 @@ class TrainConfig:
     positives: int = None
     segmented: int = None
     fold: int = 0
-    input_size: tuple = None
+    input_size: tuple = (128, 128)
     scale: float = 1.0
     channels: int = 1
-    dilate: int = 1
+    dilate: int = 5
     num_samples: int = 240
     test_fraction: float = 0.5
     in_memory: bool = None
     epochs: int = 10
-    lr: float = 0.1
+    lr: float = 0.05
     delta: float = 1.0
     batch_size: int = 8
     dyn_balance: bool = True
@@ -195,4 +195,7 @@ def load_config(dataset="synthetic", path=None, **overrides):
     _check_types(given, "option")
     values.update(given)
     values["dataset"] = name
+    by_positives = values.get("extra", {}).get("epochs_by_positives", {})
+    if "epochs" not in given and "epochs" not in extra and values.get("positives") in by_positives:
+        values["epochs"] = int(by_positives[values["positives"]])
     return TrainConfig(**values)
