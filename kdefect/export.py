@@ -8,7 +8,9 @@ SavedModel), that takes raw **uint8** images of any size, shape
 * ``label`` (B,) bool: ``score >= threshold``;
 * ``segmentation`` (B, H, W) float32: sigmoid heat-map resized back to H x W;
 * ``threshold`` (B,) float32: the stored decision threshold (so every format,
-  TFLite included, can report the value it decides with).
+  TFLite included, can report the value it decides with). TFLite float16
+  stores it, like every constant, in float16 (0.51 -> 0.50977) and int8 on
+  the score's 1/256 grid: this output is the value that file really uses.
 
 Inside the graph each image is resized to the model's input size exactly like
 the training pipeline does (bilinear, half-pixel centres, no antialias, rounded
@@ -33,6 +35,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import keras
@@ -190,6 +193,23 @@ def _as_keras_model(model):
     return keras.saving.load_model(path, compile=False)
 
 
+def _check_target(path, is_dir):
+    """Fail early (before any slow work) if ``path`` cannot take the export."""
+    path = Path(path)
+    if path.exists():
+        if is_dir and not (path.is_dir() and (path / "saved_model.pb").exists()):
+            raise InputError(f"cannot export to {path}: it exists and is not a SavedModel directory")
+        if not is_dir and path.is_dir():
+            raise InputError(f"cannot export to {path}: it is a directory")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: {ancestor} is not writable")
+
+
 @contextlib.contextmanager
 def _atomic_path(path, is_dir):
     """Yield a temporary sibling path; on success move it to ``path``, else delete it.
@@ -199,11 +219,7 @@ def _atomic_path(path, is_dir):
     ``path`` and leaves neither the temporary nor a partial target behind.
     """
     path = Path(path)
-    if path.exists():
-        if is_dir and not (path.is_dir() and (path / "saved_model.pb").exists()):
-            raise InputError(f"cannot export to {path}: it exists and is not a SavedModel directory")
-        if not is_dir and path.is_dir():
-            raise InputError(f"cannot export to {path}: it is a directory")
+    _check_target(path, is_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -214,7 +230,11 @@ def _atomic_path(path, is_dir):
         if is_dir and path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # put the previous export back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
@@ -264,14 +284,13 @@ def export_saved_model(model, path, threshold=0.5):
     """
     model = _as_keras_model(model)
     threshold = check_threshold(threshold)
+    _check_target(path, is_dir=True)
     with _atomic_path(path, is_dir=True) as tmp:
         _write_saved_model(model, tmp, threshold)
     return Path(path)
 
 
-def _representative_dataset(images, channels):
-    images = as_uint8_images(images, channels)
-
+def _representative_dataset(images):
     def generate():
         for image in images:
             yield {INPUT_NAME: image[None]}
@@ -309,19 +328,26 @@ def export_tflite(model_or_saved_model, path, quantize=None, representative_imag
         raise InputError(f"quantize must be one of None, 'float16', 'int8', got {quantize!r}")
     if quantize == "int8" and representative_images is None:
         raise InputError("int8 quantization needs representative images (from the training set)")
+    _check_target(path, is_dir=False)
+    model, saved_model = None, None
+    if isinstance(model_or_saved_model, (str, os.PathLike)) and Path(model_or_saved_model).is_dir():
+        saved_model = Path(model_or_saved_model)
+        if not (saved_model / "saved_model.pb").exists():
+            raise InputError(f"{saved_model} is not a SavedModel directory")
+        if threshold is not None:
+            raise InputError(
+                f"the SavedModel {saved_model} stores its own threshold; "
+                "export from the Keras model to change it"
+            )
+        channels = _saved_model_channels(saved_model)
+    else:
+        model = _as_keras_model(model_or_saved_model)
+        threshold = check_threshold(0.5 if threshold is None else threshold)
+        channels = model_image_shape(model)[2]
+    if quantize == "int8":
+        representative_images = as_uint8_images(representative_images, channels)
     with contextlib.ExitStack() as stack:
-        if isinstance(model_or_saved_model, (str, os.PathLike)) and Path(model_or_saved_model).is_dir():
-            saved_model = Path(model_or_saved_model)
-            if not (saved_model / "saved_model.pb").exists():
-                raise InputError(f"{saved_model} is not a SavedModel directory")
-            if threshold is not None:
-                raise InputError(
-                    f"the SavedModel {saved_model} stores its own threshold; "
-                    "export from the Keras model to change it"
-                )
-        else:
-            model = _as_keras_model(model_or_saved_model)
-            threshold = check_threshold(0.5 if threshold is None else threshold)
+        if model is not None:
             saved_model = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "sm"
             _write_saved_model(model, saved_model, threshold)
         converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -331,11 +357,12 @@ def export_tflite(model_or_saved_model, path, quantize=None, representative_imag
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
-            channels = _saved_model_channels(saved_model)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = _representative_dataset(representative_images, channels)
+            converter.representative_dataset = _representative_dataset(representative_images)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        flatbuffer = converter.convert()
+        with warnings.catch_warnings():  # the int8 calibrator uses tf.lite.Interpreter inside TF
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            flatbuffer = converter.convert()
     with _atomic_path(path, is_dir=False) as tmp:
         tmp.write_bytes(flatbuffer)
     return Path(path)
