@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdefect.config import TrainConfig
+from kdefect.config import TrainConfig, load_config
 from kdefect.data.datasets import load_splits
 from kdefect.data.download import dataset_root
 from kdefect.data.imageio import read_mask
@@ -26,10 +26,15 @@ def ksdd_root(tmp_path_factory):
     return dataset_root("ksdd", ZIP, cache=tmp_path_factory.mktemp("kdefect_cache"))
 
 
+def ksdd_config(root, **changes):
+    """The user's path: ``configs/ksdd.yaml`` with a data folder, a small scale and fold 0."""
+    return load_config("ksdd", data_dir=str(root), scale=SCALE, fold=0, **changes)
+
+
 @pytest.fixture(scope="session")
 def fold0(ksdd_root):
     """Fold 0 of split_33_33 at 176x64; its train and test sets together hold all of KSDD."""
-    return load_splits(TrainConfig(dataset="ksdd", data_dir=str(ksdd_root), scale=SCALE))
+    return load_splits(ksdd_config(ksdd_root))
 
 
 @pytest.fixture(scope="session")
@@ -100,12 +105,14 @@ def test_every_positive_mask_decodes_non_empty(ksdd_root, fold0):
 
 
 def test_scale_and_input_size():
-    assert resolve_input_size(TrainConfig(dataset="ksdd"), (1408, 512)) == (1408, 512)
-    assert resolve_input_size(TrainConfig(dataset="ksdd", scale=0.5), (1408, 512)) == (704, 256)
-    assert resolve_input_size(TrainConfig(dataset="ksdd", scale=0.25), (1408, 512)) == (352, 128)
-    assert resolve_input_size(TrainConfig(dataset="ksdd", scale=0.25, input_size=(64, 32)), (1408, 512)) == (64, 32)
+    ref = (1408, 512)
+    assert load_config("ksdd").input_size is None  # the YAML asks for the reference size
+    assert resolve_input_size(load_config("ksdd"), ref) == (1408, 512)
+    assert resolve_input_size(load_config("ksdd", scale=0.5), ref) == (704, 256)
+    assert resolve_input_size(load_config("ksdd", scale=0.25), ref) == (352, 128)
+    assert resolve_input_size(load_config("ksdd", scale=0.25, input_size=(64, 32)), ref) == (64, 32)
     with pytest.raises(InputError, match=r"scale 0.3 .*422.4x153.6.*multiples of 8"):
-        resolve_input_size(TrainConfig(dataset="ksdd", scale=0.3), (1408, 512))
+        resolve_input_size(TrainConfig(dataset="ksdd", input_size=None, scale=0.3), ref)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +126,7 @@ def test_scale_and_input_size():
     ],
 )
 def test_bad_split_values(ksdd_root, changes, message):
-    config = TrainConfig(dataset="ksdd", data_dir=str(ksdd_root), scale=SCALE).replace(**changes)
+    config = ksdd_config(ksdd_root).replace(**changes)
     with pytest.raises(InputError, match=message):
         load_splits(config)
 
@@ -127,8 +134,7 @@ def test_bad_split_values(ksdd_root, changes, message):
 def test_mixed_supervision_flags(ksdd_root, tmp_path):
     # Positives of folders with is_fully_labeled False train on their image label only.
     split = _tiny_split(tmp_path, ["kos20", "kos01"], ["kos02"], segmented=False)
-    config = TrainConfig(dataset="ksdd", data_dir=str(ksdd_root), scale=SCALE, extra={"split_file": split})
-    data = load_splits(config)
+    data = load_splits(ksdd_config(ksdd_root, extra={"split_file": split}))
     train = data.train
     assert train.num_positives >= 1
     assert not train.is_segmented[train.is_positive].any()
@@ -147,7 +153,7 @@ def test_published_mixed_split_selected():
 
 def test_dilation_grows_the_target(ksdd_root, tmp_path):
     split = _tiny_split(tmp_path, ["kos20"], ["kos01"])
-    base = TrainConfig(dataset="ksdd", data_dir=str(ksdd_root), scale=SCALE, extra={"split_file": split})
+    base = ksdd_config(ksdd_root, extra={"split_file": split})
     plain, dilated = (load_splits(base.replace(dilate=d)).train for d in (1, 15))
     assert dilated.seg_target.sum() > plain.seg_target.sum() > 0
 
@@ -156,7 +162,7 @@ def test_streaming_matches_in_memory(ksdd_root, tmp_path):
     from kdefect.data.pipeline import evaluation_dataset
 
     split = _tiny_split(tmp_path, ["kos20"], ["kos01"])
-    base = TrainConfig(dataset="ksdd", data_dir=str(ksdd_root), scale=SCALE, extra={"split_file": split})
+    base = ksdd_config(ksdd_root, extra={"split_file": split})
     ram, disk = (load_splits(base.replace(in_memory=m)).train for m in (True, False))
     assert ram.images is not None and disk.images is None
     assert [p.name for p in disk.image_paths] == [p.name for p in ram.image_paths]

@@ -147,7 +147,7 @@ def test_steel_loader(tmp_path, monkeypatch):
         [["000e5", True]],
         [["000f6", True]],
     ]})
-    config = TrainConfig(dataset="steel", positives=2, segmented=1, data_dir=str(tmp_path), input_size=(32, 200),
+    config = TrainConfig(dataset="steel", positives=2, segmented=1, data_dir=str(tmp_path), input_size=(32, 200), dilate=1,
                          extra={"split_file": split})
     data = load_splits(config)
     train = data.train
@@ -314,4 +314,4 @@ def test_input_size_must_divide_by_8(tmp_path):
         TrainConfig(dataset="folder", input_size=(30, 32))
     _folder_dataset(tmp_path)
     with pytest.raises(InputError, match=r"scale 0.1 gives an input size of 25.6x25.6"):
-        load_splits(TrainConfig(dataset="folder", data_dir=str(tmp_path), scale=0.1))
+        load_splits(TrainConfig(dataset="folder", data_dir=str(tmp_path), input_size=None, scale=0.1))

@@ -61,7 +61,7 @@ def resolve_input_size(config, reference):
 
     Example:
     >>> from kdefect.config import TrainConfig
-    >>> resolve_input_size(TrainConfig(scale=0.5), (1408, 512))
+    >>> resolve_input_size(TrainConfig(input_size=None, scale=0.5), (1408, 512))
     (704, 256)
     """
     if config.input_size is not None:
