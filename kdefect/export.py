@@ -279,7 +279,7 @@ def export_saved_model(model, path, threshold=0.5):
     >>> path = export_saved_model(SegDecNet(input_shape=(128, 64, 1)), "/tmp/kd_sm", 0.4)
     >>> served = tf.saved_model.load(str(path)).signatures["serve"]
     >>> out = served(image=tf.zeros((1, 300, 100, 1), tf.uint8))
-    >>> tuple(out["segmentation"].shape), float(out["threshold"][0])
+    >>> tuple(out["segmentation"].shape), round(float(out["threshold"][0]), 6)
     ((1, 300, 100), 0.4)
     """
     model = _as_keras_model(model)
@@ -410,9 +410,11 @@ class ExportedModel:
     ``"tflite-float32|float16|int8"``; ``channels`` the expected C.
 
     Example:
-    >>> exported = ExportedModel("/tmp/kd.tflite")
+    >>> from kdefect.model import SegDecNet
+    >>> path = export_tflite(SegDecNet(input_shape=(128, 64, 1)), "/tmp/kd_f32.tflite")
+    >>> exported = ExportedModel(path)
     >>> exported.variant, exported.channels
-    ('tflite-float16', 1)
+    ('tflite-float32', 1)
     >>> exported(np.zeros((1, 64, 32, 1), np.uint8))["segmentation"].shape
     (1, 64, 32)
     """

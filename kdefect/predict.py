@@ -57,7 +57,10 @@ class Predictor:
     stored decision threshold, see the module docstring).
 
     Example:
-    >>> predictor = load_predictor("/tmp/kd.tflite")
+    >>> from kdefect.export import export_tflite
+    >>> from kdefect.model import SegDecNet
+    >>> path = export_tflite(SegDecNet(input_shape=(128, 64, 1)), "/tmp/kd.tflite", "float16")
+    >>> predictor = load_predictor(path)
     >>> scores, maps = predictor.predict([np.zeros((100, 40), np.uint8)])
     >>> scores.shape, maps[0].shape
     ((1,), (100, 40))
@@ -323,7 +326,9 @@ def predict_files(model, inputs, output_dir, threshold=None, overlays=True, call
     ``threshold`` and ``overlay`` (path or None).
 
     Example:
-    >>> rows = predict_files("/tmp/kd.tflite", ["/tmp/images/*.png"], "/tmp/predictions")
+    >>> Path("/tmp/kd_images").mkdir(exist_ok=True)
+    >>> Image.fromarray(np.zeros((100, 40), np.uint8)).save("/tmp/kd_images/a.png")
+    >>> rows = predict_files("/tmp/kd.tflite", ["/tmp/kd_images/*.png"], "/tmp/kd_predictions")
     >>> sorted(rows[0])
     ['decision', 'image', 'overlay', 'score', 'threshold']
     """
