@@ -200,7 +200,7 @@ def build_splits(config, parts, reference_size):
         if records is not None and not records:
             raise InputError(f"the {part} split of dataset {config.dataset!r} has no images")
     total = sum(len(r) for r in parts.values() if r)
-    in_memory = choose_in_memory(total, input_shape, getattr(config, "in_memory", None))
+    in_memory = choose_in_memory(total, input_shape, config.in_memory)
     labels = label_config(config)
     built = {
         part: build_sample_set(records, input_shape, labels, in_memory)

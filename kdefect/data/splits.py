@@ -87,12 +87,6 @@ def get_split(dataset, key, split_file=None):
     return [entries(part) for part in parts]
 
 
-def _pick_fold(dataset, parts, index, shown, allowed):
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(parts[0]):
-        raise InputError(f"{dataset} has no fold {shown!r}; expected one of {allowed}")
-    return [part[index] for part in parts]
-
-
 def ksdd_split(positives=None, segmented=None, fold=0, split_file=None):
     """KSDD ``(train, test)`` folder lists of ``fold`` (0-2) for ``split_{P}_{S}``.
 
@@ -107,7 +101,9 @@ def ksdd_split(positives=None, segmented=None, fold=0, split_file=None):
     pos = 33 if positives is None else positives
     seg = pos if segmented is None else segmented
     parts = get_split("ksdd", f"split_{pos}_{seg}", split_file)
-    return tuple(_pick_fold("ksdd", parts, fold, fold, "0, 1, 2"))
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < len(parts[0]):
+        raise InputError(f"ksdd has no fold {fold!r}; expected one of 0, 1, 2")
+    return tuple(part[fold] for part in parts)
 
 
 def dagm_split(segmented=None, class_id=1, split_file=None):
