@@ -35,7 +35,7 @@ def _read(path_or_traversable, name):
 def _load(dataset, path):
     if path is None:
         name = FILES[dataset]
-        data = _read(resources.files("kdefect.data").joinpath("splits", name), name)
+        data = _read(resources.files("kdefect.data").joinpath("splits").joinpath(name), name)
     else:
         path = Path(path)
         if not path.is_file():
