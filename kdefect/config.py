@@ -60,7 +60,7 @@ class TrainConfig:
     positives: int = None
     segmented: int = None
     fold: int = 0
-    input_size: tuple = (128, 128)
+    input_size: tuple = None
     scale: float = 1.0
     channels: int = 1
     dilate: int = 5
@@ -70,7 +70,7 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 0.05
     delta: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 2
     dyn_balance: bool = True
     grad_adjust: bool = True
     freq_sampling: bool = True

@@ -234,6 +234,13 @@ class SegDecNet(keras.Model):
         )
         return config
 
+    def compile_from_config(self, config):
+        """Re-compile from ``get_compile_config`` when a ``.keras`` file is loaded."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------------------------ losses
     def loss_weights(self):
         """Return ``(w_seg, w_cls)`` for the current λ.

@@ -154,7 +154,7 @@ def prepare_label(mask, height, width, config=LabelConfig()):
         weighting is off or the mask is empty).
 
     Example:
-    >>> m = np.zeros((64, 64), np.uint8); m[20:40, 20:40] = 1
+    >>> m = np.zeros((64, 64), np.uint8); m[16:48, 16:48] = 1
     >>> target, weight = prepare_label(m, 64, 64)
     >>> target.shape, round(float(target.max()), 3)
     ((8, 8), 1.0)

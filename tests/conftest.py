@@ -1,0 +1,18 @@
+"""Shared test setup: quiet TensorFlow, the shared dataset location, tiny model sizes."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TINY = (128, 64, 1)  # smallest comfortable SegDecNet input (2x1 pixels at 1/64)
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """The read-only ../shared folder with the datasets and spec."""
+    return SHARED
