@@ -92,7 +92,7 @@ def write_figures(run_dir, samples, scores, seg, weighted=True, limit=None):
     paths = {}
     for i in order:
         name = samples.names[i]
-        image = _image(samples, i)
+        image = sample_image(samples, i)
         weight = samples.seg_weight[i] if weighted and samples.is_positive[i] else None
         mask = samples.seg_target[i] if samples.is_positive[i] else None
         png = out / f"{name}.png"
@@ -101,7 +101,8 @@ def write_figures(run_dir, samples, scores, seg, weighted=True, limit=None):
     return paths
 
 
-def _image(samples, i):
+def sample_image(samples, i):
+    """The uint8 (H, W, C) image of sample ``i``, from RAM or decoded like the pipeline does."""
     if samples.images is not None:
         return samples.images[i]
     from kdefect.data.pipeline import evaluation_dataset as _ds

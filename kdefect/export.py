@@ -577,3 +577,68 @@ def check_parity(model, exported_paths, images, labels=None, threshold=0.5,
     if failures and raise_on_failure:
         raise ParityError(report)
     return report
+
+
+def export_model(model_path, output, saved_model=True, tflite=False, quantize=None,
+                 images=None, labels=None, threshold=None, representative=None):
+    """Export a trained ``.keras`` model to the requested formats and check parity.
+
+    This is what ``kdefect export`` runs. The threshold is the one chosen at
+    evaluation (``metrics.json`` next to the model) unless given.
+    Representative images for int8 and the parity images are ``images``.
+
+    Args:
+        model_path: the ``.keras`` file (e.g. ``runs/x/model.keras``).
+        output: output directory; receives ``saved_model/`` and/or
+            ``model[-float16|-int8].tflite`` and ``parity.json``.
+        saved_model, tflite: which formats to write.
+        quantize: None (float32), ``"float16"`` or ``"int8"`` for TFLite.
+        images: uint8 images for int8 calibration and the parity check.
+        labels: their image labels, for the int8 AP criterion.
+        threshold: decision threshold override.
+        representative: uint8 training images for int8 calibration (default: ``images``).
+
+    Returns the parity report (with ``paths``). Raises ``ParityError`` when
+    an export disagrees with the Keras model beyond the tolerances.
+
+    Example:
+    >>> from kdefect.model import SegDecNet
+    >>> SegDecNet(input_shape=(128, 64, 1)).save("/tmp/kd_exp.keras")
+    >>> report = export_model("/tmp/kd_exp.keras", "/tmp/kd_exp_out", images=[np.zeros((128, 64, 1), np.uint8)])
+    >>> report["passed"], sorted(p.name for p in report["paths"])
+    (True, ['saved_model'])
+    """
+    import json
+
+    from kdefect.predict import keras_threshold
+
+    model = _as_keras_model(model_path)
+    threshold = keras_threshold(model_path) if threshold is None else check_threshold(threshold)
+    output = Path(output)
+    if not (saved_model or tflite):
+        raise InputError("nothing to export: choose --saved-model and/or --tflite")
+    if images is None or len(images) == 0:
+        raise InputError("export needs sample images for the parity check")
+    _check_target(output, is_dir=True) if not output.exists() else None
+    output.mkdir(parents=True, exist_ok=True)
+    paths = []
+    sm_path = output / "saved_model"
+    export_saved_model(model, sm_path, threshold)
+    if saved_model:
+        paths.append(sm_path)
+    if tflite:
+        suffix = f"-{quantize}" if quantize else ""
+        paths.append(export_tflite(sm_path, output / f"model{suffix}.tflite", quantize=quantize,
+                                   representative_images=(images if representative is None else representative)
+                                   if quantize == "int8" else None))
+    if not saved_model:
+        import shutil
+
+        shutil.rmtree(sm_path)
+    report = check_parity(model, paths, images, labels=labels, threshold=threshold)
+    report["threshold"] = threshold
+    (output / "parity.json").write_text(json.dumps(report, indent=2, default=str))
+    report["paths"] = paths
+    if not report["passed"]:
+        raise ParityError("; ".join(report["failures"]))
+    return report

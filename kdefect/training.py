@@ -233,17 +233,123 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
             time.time() - t0
         )
         fold_metrics.append(metrics)
-        for row in rows:
-            if row.get("figure") and fold_dir != run_dir:
-                row["figure"] = str((fold_dir / row["figure"]).relative_to(run_dir))
-        results += rows
-    if len(folds) == 1:
+        results += _rebase_figures(rows, fold_dir, run_dir)
+    metrics = _join(run_dir, config, fold_metrics, results, time.time() - start)
+    return {**metrics, "run_dir": str(run_dir)}
+
+
+def _rebase_figures(rows, fold_dir, run_dir):
+    """Make per-fold figure paths relative to the run directory."""
+    for row in rows:
+        if row.get("figure") and fold_dir != run_dir:
+            row["figure"] = str((fold_dir / row["figure"]).relative_to(run_dir))
+    return rows
+
+
+def _join(run_dir, config, fold_metrics, results, wall_time):
+    """One fold: its metrics. Several: join them and write the top-level results and reports."""
+    if len(fold_metrics) == 1:
         return fold_metrics[0]
     from kdefect.reports import write_report
 
     joined = join_folds(fold_metrics)
-    joined.update(_provenance(config, None, time.time() - start))
+    joined.update(_provenance(config, None, wall_time))
     write_csv(run_dir / "results.csv", results)
     write_json(run_dir / METRICS_JSON, joined)
     write_report(run_dir, joined, results, config.to_dict())
     return joined
+
+
+def find_run_config(path):
+    """The ``config.yaml`` of the run a model or run directory belongs to (or None).
+
+    Looks in the directory itself and its parent (fold sub-directories).
+    """
+    path = Path(path)
+    start = path if path.is_dir() else path.parent
+    for folder in (start, start.parent):
+        if (folder / CONFIG_FILE).exists():
+            return folder / CONFIG_FILE
+    return None
+
+
+def run_config(path, **overrides):
+    """The ``TrainConfig`` stored with a run (``config.yaml``), with overrides applied."""
+    from kdefect.config import TrainConfig, read_yaml
+
+    found = find_run_config(path)
+    if found is None:
+        raise InputError(f"no {CONFIG_FILE} found next to {path}: pass --dataset to say which data to use")
+    values = read_yaml(found)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def evaluate_path(path, figures=True, log=print, **overrides):
+    """Re-evaluate a saved run directory (or one ``.keras`` model) and rewrite its reports.
+
+    For a run directory every fold's ``model.keras`` is evaluated on its
+    fold's test set and the folds are joined, exactly as after training.
+    A bare model file is evaluated on the data given by ``overrides``
+    (e.g. ``dataset="ksdd", fold=0``) and reports go next to it.
+    """
+    from kdefect.config import load_config
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        config = run_config(path, **overrides)
+        fold_dirs = sorted(p for p in path.glob("fold_*") if (p / MODEL_FILE).exists())
+        if not fold_dirs and not (path / MODEL_FILE).exists():
+            raise InputError(f"{path} holds no {MODEL_FILE} (is it a kdefect run directory?)")
+        targets = [(path, config.fold)] if not fold_dirs else [
+            (d, int(d.name.split("_", 1)[1])) for d in fold_dirs
+        ]
+    else:
+        config = (run_config(path, **overrides) if find_run_config(path)
+                  else load_config(overrides.pop("dataset", None) or "synthetic", **overrides))
+        targets = [(path.parent, config.fold if config.fold is not None else 0)]
+    fold_metrics, results = [], []
+    for fold_dir, fold in targets:
+        fold_config = config.replace(fold=fold if fold is not None else 0)
+        splits = load_splits(fold_config)
+        model_file = path if path.is_file() else fold_dir / (
+            BEST_MODEL_FILE if config.use_best and (fold_dir / BEST_MODEL_FILE).exists() else MODEL_FILE)
+        model = keras.saving.load_model(model_file)
+        log(f"evaluating {model_file} on {len(splits.test)} test images")
+        metrics, rows = evaluate_run(model, fold_config, splits.test, fold_dir,
+                                     fold if len(targets) > 1 else None, figures)
+        fold_metrics.append(metrics)
+        results += _rebase_figures(rows, fold_dir, path)
+    return _join(path, config, fold_metrics, results, None)
+
+
+def export_samples(model_path, limit=32):
+    """Images for exporting a model of a run: ``(test images, their labels, training images)``.
+
+    Up to ``limit`` test images (defective ones first, then clean ones) for the
+    parity check and as many training images for int8 calibration, read with
+    the run's own configuration. A model without a run falls back to
+    synthetic surfaces at the model's input size.
+    """
+    from kdefect.config import TrainConfig
+
+    if find_run_config(model_path) is not None:
+        config = run_config(model_path)
+        fold_dir = Path(model_path).parent
+        fold = int(fold_dir.name.split("_", 1)[1]) if fold_dir.name.startswith("fold_") else config.fold
+        splits = load_splits(config.replace(fold=fold if fold is not None else folds_of(config)[0]))
+    else:
+        model = keras.saving.load_model(model_path)
+        height, width, channels = model.image_shape
+        splits = load_splits(TrainConfig(input_size=(height, width), channels=channels, num_samples=2 * limit))
+    test, train_set = splits.test, splits.train
+    order = np.argsort(~test.is_positive, kind="stable")[:limit]
+    return _images(test, order), test.is_positive[order], _images(train_set, np.arange(min(limit, len(train_set))))
+
+
+def _images(samples, indices):
+    from kdefect.evaluation import sample_image
+
+    return np.stack([sample_image(samples, i) for i in indices])
