@@ -132,7 +132,8 @@ def fit(config, splits, run_dir, verbose="auto"):
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV)),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
-    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # the schedule is already shuffled per epoch
     model.save(run_dir / MODEL_FILE)
     info = {"evaluated_model": "final", "negative_usage": usage.tolist()}
     if validation is not None:
