@@ -27,7 +27,7 @@ PR_PNG = "precision-recall.png"
 ROC_PNG = "roc.png"
 HISTORY_PNG = "history.png"
 # Embed gallery figures in report.html up to this many bytes in total; link them beyond.
-EMBED_LIMIT = 25 * 2**20
+EMBED_LIMIT = 8 * 2**20  # above this, gallery figures are linked (relative paths) to keep the page light
 
 
 def _figure(width, height):
@@ -502,7 +502,7 @@ def write_report(run_dir, metrics, results, config, embed=None):
             ``dataset`` used in the heading when present).
         embed: put gallery figures into the HTML as base64 data (True), link
             them by relative path (False), or decide by their total size
-            (None: embed up to 25 MB). The curves are always embedded.
+            (None: embed up to 8 MB). The curves are always embedded.
 
     Example:
     >>> import tempfile
