@@ -17,6 +17,7 @@ from kdefect.errors import InputError
 
 DATASETS = ("synthetic", "ksdd", "dagm", "steel", "ksdd2", "folder")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker")  # see kdefect.distribute
 
 
 def _config_dir():
@@ -50,9 +51,22 @@ class TrainConfig:
             with ``weight_p``/``weight_max``/``weight_norm``, ``cls_target``
             (``max_soft`` or ``binary``), ``loss_reduction`` (``sum``).
         optimisation: ``epochs``, ``lr`` (plain SGD), ``batch_size``,
-            ``freq_sampling``, ``seed``, ``precision``.
+            ``freq_sampling``, ``seed``, ``precision`` (``auto`` picks
+            mixed_bfloat16/mixed_float16 where the hardware has it),
+            ``jit_compile`` (XLA; None = Keras's ``auto``: on for GPUs, off
+            for CPUs, where it was measured slower, see docs/PERFORMANCE.md),
+            ``strategy`` (``auto``, ``none``, ``mirrored``, ``multi-worker``:
+            the ``tf.distribute`` strategy; ``batch_size`` is the global batch,
+            split across the replicas; see ``kdefect.distribute``).
         evaluation: ``validate_every`` (epochs; 0 = only at the end),
             ``use_best`` (evaluate the best-validation model instead of the final).
+
+    Example:
+    >>> TrainConfig(dataset="ksdd", positives=10).positives
+    10
+    >>> TrainConfig(input_size=(100, 64))
+    Traceback (most recent call last):
+    kdefect.errors.InputError: input size 100x64 (HxW) must be two positive numbers divisible by 8
     """
 
     dataset: str = "synthetic"
@@ -83,6 +97,8 @@ class TrainConfig:
     first_block_convs: int = 1
     seed: int = 1337
     precision: str = "float32"
+    jit_compile: bool = None
+    strategy: str = "auto"
     validate_every: int = 0
     use_best: bool = False
     extra: dict = field(default_factory=dict)
@@ -92,6 +108,8 @@ class TrainConfig:
             raise InputError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         for name in ("epochs", "batch_size", "dilate"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -170,11 +188,13 @@ def read_yaml(path):
     return values
 
 
-def load_config(dataset="synthetic", path=None, **overrides):
+def load_config(dataset=None, path=None, **overrides):
     """The effective configuration: dataset defaults < YAML file < explicit overrides.
 
     Args:
-        dataset: selects ``configs/<dataset>.yaml`` (the paper's settings).
+        dataset: selects ``configs/<dataset>.yaml`` (the paper's settings);
+            an explicit choice, so it wins over a ``dataset`` in ``path``.
+            None: the file's dataset, else ``synthetic``.
         path: an extra YAML file whose values override the dataset's.
         **overrides: explicit values (``None`` means "not given").
 
@@ -185,7 +205,7 @@ def load_config(dataset="synthetic", path=None, **overrides):
     given = {k: v for k, v in overrides.items() if v is not None}
     values = {}
     extra = read_yaml(path) if path else {}
-    name = given.get("dataset") or extra.get("dataset") or dataset
+    name = given.get("dataset") or dataset or extra.get("dataset") or "synthetic"
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     base = CONFIG_DIR / f"{name}.yaml"

@@ -39,6 +39,14 @@ def evaluate_samples(model, samples, batch_size=8):
 
     Pixel metrics use the images whose masks are known (negatives and
     segmented positives), at 1/8 resolution.
+
+    Example:
+    >>> from kdefect import SegDecNet
+    >>> from kdefect.data.samples import SampleSet
+    >>> s = SampleSet.from_arrays(np.zeros((2, 128, 64, 1), np.uint8), [None, np.ones((128, 64))])
+    >>> metrics, scores, seg = evaluate_samples(SegDecNet(input_shape=(128, 64, 1)), s)
+    >>> metrics["n_images"], seg.shape
+    (2, (2, 16, 8))
     """
     scores, seg = predict_scores(model, evaluation_dataset(samples, batch_size))
     metrics = image_metrics(samples.is_positive, scores)
@@ -49,7 +57,14 @@ def evaluate_samples(model, samples, batch_size=8):
 
 
 def write_results(run_dir, samples, scores, threshold, fold=None):
-    """Write ``results.csv`` (image, score, ground_truth, decision[, fold]); return its rows."""
+    """Write ``results.csv`` (image, score, ground_truth, decision[, fold]); return its rows.
+
+    Example:
+    >>> from kdefect.data.samples import SampleSet
+    >>> s = SampleSet.from_arrays(np.zeros((1, 64, 64, 1), np.uint8), [None], names=["a"])
+    >>> write_results("/tmp", s, np.array([0.7]), 0.5)
+    [{'image': 'a', 'score': 0.7, 'ground_truth': 0, 'decision': 1}]
+    """
     rows = []
     for name, score, positive in zip(samples.names, scores, samples.is_positive):
         row = {
@@ -66,7 +81,13 @@ def write_results(run_dir, samples, scores, threshold, fold=None):
 
 
 def write_csv(path, rows):
-    """Write a list of dicts as CSV (columns from the first row)."""
+    """Write a list of dicts as CSV (columns from the first row).
+
+    Example:
+    >>> write_csv("/tmp/kd_rows.csv", [{"a": 1, "b": 2}])
+    >>> Path("/tmp/kd_rows.csv").read_text().split()
+    ['a,b', '1,2']
+    """
     path = Path(path)
     with path.open("w", newline="") as handle:
         if rows:
@@ -80,6 +101,12 @@ def write_figures(run_dir, samples, scores, seg, weighted=True, limit=None):
 
     ``limit`` keeps only the highest- and lowest-scoring images (plus every
     positive) when there are many.
+
+    Example:
+    >>> from kdefect.data.samples import SampleSet
+    >>> s = SampleSet.from_arrays(np.zeros((1, 64, 64, 1), np.uint8), [None], names=["a"])
+    >>> write_figures("/tmp/kd_fig", s, np.array([0.2]), np.zeros((1, 8, 8)))
+    {'a': 'figures/a.png'}
     """
     from kdefect.reports import plot_sample
 
@@ -102,7 +129,13 @@ def write_figures(run_dir, samples, scores, seg, weighted=True, limit=None):
 
 
 def sample_image(samples, i):
-    """The uint8 (H, W, C) image of sample ``i``, from RAM or decoded like the pipeline does."""
+    """The uint8 (H, W, C) image of sample ``i``, from RAM or decoded like the pipeline does.
+
+    Example:
+    >>> from kdefect.data.samples import SampleSet
+    >>> sample_image(SampleSet.from_arrays(np.zeros((1, 64, 64, 1), np.uint8), [None]), 0).shape
+    (64, 64, 1)
+    """
     if samples.images is not None:
         return samples.images[i]
     from kdefect.data.pipeline import evaluation_dataset as _ds
@@ -112,7 +145,13 @@ def sample_image(samples, i):
 
 
 def write_json(path, data):
-    """Write JSON with NaN as null-safe numbers (Python's json writes NaN)."""
+    """Write JSON, converting NumPy numbers and arrays and paths (NaN stays NaN, as Python writes it).
+
+    Example:
+    >>> write_json("/tmp/kd.json", {"ap": np.float32(0.5), "n": np.int64(3)})
+    >>> Path("/tmp/kd.json").read_text().split()
+    ['{', '"ap":', '0.5,', '"n":', '3', '}']
+    """
     Path(path).write_text(json.dumps(data, indent=2, default=_jsonable))
 
 

@@ -24,7 +24,13 @@ LOADERS = {}
 
 @dataclass
 class DataSplits:
-    """The sample tables of one run (one fold): ``train``, ``test`` and optional ``validation``."""
+    """The sample tables of one run (one fold): ``train``, ``test`` and optional ``validation``.
+
+    Example:
+    >>> from kdefect.config import TrainConfig
+    >>> load_splits(TrainConfig(num_samples=10, input_size=(64, 128))).validation is None
+    True
+    """
 
     train: SampleSet
     test: SampleSet
@@ -32,7 +38,16 @@ class DataSplits:
 
 
 def register(name):
-    """Decorator registering ``fn(config) -> DataSplits`` as dataset ``name``."""
+    """Decorator registering ``fn(config) -> DataSplits`` as dataset ``name``.
+
+    Example:
+    >>> @register("mine")
+    ... def load_mine(config):
+    ...     return load_synthetic(config)
+    >>> "mine" in LOADERS
+    True
+    >>> del LOADERS["mine"]
+    """
 
     def wrap(fn):
         LOADERS[name] = fn
@@ -42,7 +57,13 @@ def register(name):
 
 
 def label_config(config):
-    """The ``LabelConfig`` of a ``TrainConfig``."""
+    """The ``LabelConfig`` of a ``TrainConfig``.
+
+    Example:
+    >>> from kdefect.config import TrainConfig
+    >>> label_config(TrainConfig(dilate=7)).dilate
+    7
+    """
     return LabelConfig(
         dilate=config.dilate,
         weighted=config.weighted,
@@ -55,7 +76,7 @@ def label_config(config):
 def load_splits(config):
     """Load the dataset named by ``config.dataset`` and split it for ``config.fold``.
 
-    Raises ``InputError`` for unknown datasets and bad data.
+    Raises ``InputError`` for unknown datasets and bad data (see the module example).
     """
     if config.dataset not in LOADERS:
         # Loaders of real datasets register on import of their modules.
@@ -74,6 +95,12 @@ def load_synthetic(config):
     """The procedural dataset: ``num_samples`` surfaces at ``input_size`` (default 128x128).
 
     The first ``1 - test_fraction`` of the seeded samples train, the rest test.
+
+    Example:
+    >>> from kdefect.config import TrainConfig
+    >>> splits = load_synthetic(TrainConfig(num_samples=10, input_size=(64, 128), test_fraction=0.3))
+    >>> len(splits.train), len(splits.test)
+    (7, 3)
     """
     height, width = config.input_size or (128, 128)
     images, masks, kinds = make_synthetic(
