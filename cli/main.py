@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import click  # noqa: E402
 
 from kdefect.config import DATASETS, PRECISIONS  # noqa: E402
-from kdefect.errors import InputError  # noqa: E402
+from kdefect.errors import InputError, TrainingDiverged  # noqa: E402
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -39,6 +39,8 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except InputError as err:
             raise UserError(str(err)) from None
+        except TrainingDiverged as err:  # a failed run, not bad input: exit code 1
+            raise click.ClickException(str(err)) from None
         except FileNotFoundError as err:
             raise UserError(f"{err.filename}: no such file or directory") from None
 
@@ -151,6 +153,8 @@ def main():
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/<dataset>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty run directory.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, metavar="RUN_DIR",
+              help="Continue an interrupted run from its last epoch checkpoint (uses its config.yaml).")
 @click.option("--no-dyn-balance", is_flag=True, help="Constant loss weights (w_seg = 1, w_cls = δ).")
 @click.option("--no-grad-adjust", is_flag=True,
               help="Let the classification loss train the segmentation network too.")
@@ -162,7 +166,7 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="Only print the final metrics.")
 @user_errors
 def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epochs, lr, delta,
-          batch_size, dilate, seed, config_file, output, overwrite, no_dyn_balance, no_grad_adjust,
+          batch_size, dilate, seed, config_file, output, overwrite, resume_dir, no_dyn_balance, no_grad_adjust,
           no_freq_sampling, no_weighted_seg, precision, no_figures, quiet):
     """Train SegDecNet end to end and evaluate it on the test split.
 
@@ -176,6 +180,7 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
       kdefect train
       kdefect train --dataset ksdd --positives 10 --scale 0.25
       kdefect train --dataset folder --data-dir my_images/ --input-size 256x256
+      kdefect train --resume runs/ksdd-20261123-101500   # continue an interrupted run
     """
     import yaml
 
@@ -189,6 +194,19 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
         grad_adjust=_off(no_grad_adjust), freq_sampling=_off(no_freq_sampling),
         weighted=_off(no_weighted_seg), fold=None if fold == "all" else fold,
     )
+    if resume_dir is not None:
+        from kdefect.training import resume_run
+
+        given = [k for k, v in overrides.items() if v is not None and k != "data_dir"]
+        given += [k for k, v in (("dataset", dataset), ("config", config_file), ("output", output),
+                                 ("overwrite", overwrite), ("fold", fold)) if v and k not in given]
+        if given:
+            raise UserError("--resume continues a run with its saved config.yaml and takes no other "
+                            f"settings (given: {', '.join(given)})")
+        metrics = resume_run(resume_dir, verbose=2 if quiet else "auto", figures=not no_figures,
+                             log=(lambda *a: None) if quiet else click.echo, data_dir=data_dir)
+        _print_metrics(metrics)
+        return
     config = load_config(dataset or "synthetic", config_file, **overrides)
     if fold == "all":
         config = dataclasses.replace(config, fold=None)

@@ -1,6 +1,24 @@
-"""Training callbacks: the per-epoch λ schedule of the dynamically balanced loss."""
+"""Training callbacks: the per-epoch λ schedule, validation AP, checkpoints and the NaN guard.
+
+Checkpoints (``EpochCheckpoint``) make an interrupted run resumable: at every
+epoch end the model (weights, optimizer state and λ, all in one ``.keras``
+file) and a small ``state.json`` (epochs done, λ, validation best, a
+fingerprint of the epoch schedule) are written atomically (temporary file,
+``fsync``, ``os.replace``) into ``<run>/checkpoint/``.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
 
 import keras
+import numpy as np
+
+from kdefect.errors import TrainingDiverged
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
 
 
 class DynamicBalance(keras.callbacks.Callback):
@@ -90,4 +108,216 @@ class ValidationAP(keras.callbacks.Callback):
         if ap > self.best_ap:
             self.best_ap, self.best_epoch = ap, epoch
             if self.best_path is not None:
-                self.model.save(self.best_path)
+                atomic_save(self.model, self.best_path)
+
+
+def _fsync(path):
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path, write):
+    """Create ``path`` via ``write(temporary_path)``, then ``fsync`` and rename it into place.
+
+    A crash at any moment leaves either the old file or the complete new one,
+    never a partial file (the temporary file sits in the same folder, so the
+    rename is atomic). The temporary name keeps the suffix, as ``model.save``
+    wants ``.keras``.
+
+    Example:
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "a.txt"
+    >>> replace_atomically(target, lambda tmp: tmp.write_text("hello"))
+    >>> target.read_text()
+    'hello'
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_save(model, path):
+    """``model.save(path)`` (``.keras``, optimizer state included) without a half-written file.
+
+    Example:
+    >>> import tempfile
+    >>> from kdefect import SegDecNet
+    >>> target = Path(tempfile.mkdtemp()) / "m.keras"
+    >>> atomic_save(SegDecNet(input_shape=(128, 64, 1)), target); target.exists()
+    True
+    """
+    replace_atomically(path, model.save)
+
+
+def write_json_atomic(path, data):
+    """Write ``data`` as JSON atomically (see ``replace_atomically``).
+
+    Example:
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "s.json"
+    >>> write_json_atomic(target, {"epoch": 2}); json.loads(target.read_text())
+    {'epoch': 2}
+    """
+    text = json.dumps(data, indent=2, default=_plain)
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_checkpoint(folder):
+    """The checkpoint state of a run (or fold) folder: the ``state.json`` dict, or None.
+
+    Example:
+    >>> import tempfile
+    >>> read_checkpoint(tempfile.mkdtemp()) is None
+    True
+    """
+    path = Path(folder) / CHECKPOINT_DIR / STATE_FILE
+    if not path.exists():
+        return None
+    from kdefect.errors import InputError
+
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"checkpoint state {path} is unreadable ({err}); start over with --overwrite") from None
+    if not isinstance(state, dict) or "status" not in state:
+        raise InputError(f"checkpoint state {path} is not a kdefect checkpoint; start over with --overwrite")
+    return state
+
+
+def weights_finite(model):
+    """Whether every trainable weight of ``model`` is finite.
+
+    Example:
+    >>> from kdefect import SegDecNet
+    >>> weights_finite(SegDecNet(input_shape=(128, 64, 1)))
+    True
+    """
+    return all(bool(np.isfinite(keras.ops.convert_to_numpy(v)).all()) for v in model.trainable_variables)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the training state atomically at every epoch end, for ``kdefect train --resume``.
+
+    Writes ``<folder>/checkpoint/epoch-NNNN.keras`` (weights, optimizer state,
+    λ) and then ``state.json`` pointing to it, each via a temporary file and an
+    atomic rename; older epoch files are removed afterwards. A crash at any
+    point leaves a complete, consistent previous state. Weights that became
+    non-finite raise ``TrainingDiverged`` instead of being saved. Put it last
+    in the callback list, so that the λ, validation and CSV callbacks of the
+    epoch have run.
+
+    Args:
+        folder: the run (or fold) directory.
+        epochs: total epochs of the run.
+        validation: the run's ``ValidationAP`` callback (its best AP/epoch are saved), or None.
+        extra: more JSON-able facts to store (e.g. the schedule fingerprint).
+
+    Example:
+    >>> import tempfile
+    >>> cb = EpochCheckpoint(tempfile.mkdtemp(), epochs=4)
+    >>> cb.directory.name
+    'checkpoint'
+    """
+
+    def __init__(self, folder, epochs, validation=None, extra=None):
+        super().__init__()
+        self.directory = Path(folder) / CHECKPOINT_DIR
+        self.epochs = int(epochs)
+        self.validation = validation
+        self.extra = dict(extra or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if not weights_finite(self.model):
+            raise TrainingDiverged(epoch + 1, "weights", "non-finite after the last update")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1:04d}.keras"
+        atomic_save(self.model, self.directory / name)
+        state = {
+            "format": 1,
+            "status": "training",
+            "epoch": epoch + 1,
+            "epochs": self.epochs,
+            "model": name,
+            "lambda": float(keras.ops.convert_to_numpy(self.model.seg_loss_weight)),
+            "iterations": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+            "logs": {k: float(v) for k, v in logs.items() if _is_number(v)},
+            **self.extra,
+        }
+        if self.validation is not None:
+            state["best_val_ap"] = self.validation.best_ap
+            state["best_epoch"] = self.validation.best_epoch
+        write_json_atomic(self.directory / STATE_FILE, state)
+        for old in self.directory.glob("epoch-*.keras"):
+            if old.name != name:
+                old.unlink()
+
+
+def _is_number(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training with ``TrainingDiverged`` as soon as a loss is NaN or infinite.
+
+    Checks the running losses after every batch, in the order segmentation,
+    classification, total, and names the first non-finite one and the
+    (1-based) epoch. The exception leaves the epoch unfinished, so no
+    checkpoint of it is written: the last good one stays.
+
+    Example:
+    >>> guard = NonFiniteGuard()
+    >>> guard.on_epoch_begin(2)
+    >>> try:
+    ...     guard.on_train_batch_end(0, {"seg_loss": 0.5, "cls_loss": float("inf"), "loss": float("inf")})
+    ... except TrainingDiverged as err:
+    ...     print(err)
+    training diverged in epoch 3: the classification loss (cls_loss) became inf
+    """
+
+    LOSSES = ("seg_loss", "cls_loss", "loss")
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key in self.LOSSES:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise TrainingDiverged(self.epoch + 1, key, float(value))

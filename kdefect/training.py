@@ -8,6 +8,7 @@ Example:
 ['ap', 'auc', 'fp', 'fn']
 """
 
+import hashlib
 import platform
 import shutil
 import time
@@ -18,11 +19,21 @@ import numpy as np
 import yaml
 
 import kdefect
-from kdefect.callbacks import DynamicBalance, ValidationAP
+from kdefect.callbacks import (
+    CHECKPOINT_DIR,
+    DynamicBalance,
+    EpochCheckpoint,
+    NonFiniteGuard,
+    ValidationAP,
+    atomic_save,
+    read_checkpoint,
+    replace_atomically,
+    write_json_atomic,
+)
 from kdefect.data.datasets import load_splits
 from kdefect.data.pipeline import evaluation_dataset, training_dataset
 from kdefect.data.sampling import epoch_schedule
-from kdefect.errors import InputError
+from kdefect.errors import InputError, TrainingDiverged
 from kdefect.evaluation import (
     METRICS_JSON,
     evaluate_samples,
@@ -100,23 +111,45 @@ def build_model(config, input_shape):
     return model
 
 
-def fit(config, splits, run_dir, verbose="auto"):
-    """Train a model on ``splits.train``; writes history, TensorBoard logs and the models.
+def fit(config, splits, run_dir, verbose="auto", resume=False):
+    """Train a model on ``splits.train``; writes history, TensorBoard logs, checkpoints and the models.
+
+    Every epoch end saves a checkpoint (``EpochCheckpoint``); with
+    ``resume=True`` training continues from the folder's last checkpoint:
+    its weights, optimizer state and λ are loaded and the seeded epoch
+    schedule (a pure function of the seed and the data) is recomputed and
+    entered after the epochs already done, so the result is identical to an
+    uninterrupted run. Training draws no other random numbers (plain SGD, no
+    dropout, no ``tf.data`` shuffling). A NaN/inf loss raises
+    ``TrainingDiverged`` naming the epoch, the loss and the checkpoint kept.
 
     Returns ``(model, info)`` where ``info`` records the evaluated model
     (``final`` or ``best``), the best validation AP/epoch and the negative
     usage counts of the sampler.
+
+    Example:
+    >>> from kdefect.config import TrainConfig
+    >>> cfg = TrainConfig(num_samples=24, input_size=(64, 128), epochs=1, batch_size=4)
+    >>> folder = prepare_run_dir("/tmp/kdefect-doctest-fit", overwrite=True)
+    >>> model, info = fit(cfg, load_splits(cfg), folder, verbose=0)
+    >>> info["evaluated_model"], read_checkpoint(folder)["epoch"]
+    ('final', 1)
     """
     run_dir = Path(run_dir)
-    keras.utils.set_random_seed(config.seed)
+    configure_determinism(config.seed)
     model = build_model(config, splits.train.input_shape)
     schedule, usage = epoch_schedule(
         splits.train.is_positive, config.epochs, config.batch_size, config.freq_sampling, config.seed
     )
+    fingerprint = hashlib.sha256(np.ascontiguousarray(schedule).tobytes()).hexdigest()
+    state = read_checkpoint(run_dir) if resume else None
+    start = _restore(model, state, run_dir, fingerprint, config) if state else 0
+    if start > 0:
+        _truncate_history(run_dir / HISTORY_CSV, start)
     steps = schedule.shape[1] // config.batch_size
     dataset = training_dataset(
-        splits.train, schedule, config.batch_size, config.cls_target, config.weighted
-    )
+        splits.train, schedule[start:], config.batch_size, config.cls_target, config.weighted
+    ) if start < config.epochs else None
     callbacks = [DynamicBalance(config.epochs, enabled=config.dyn_balance)]
     validation = None
     if splits.validation is not None:
@@ -127,14 +160,24 @@ def fit(config, splits, run_dir, verbose="auto"):
             every=config.validate_every,
             best_path=run_dir / BEST_MODEL_FILE,
         )
+        if state:
+            validation.best_ap = state.get("best_val_ap", validation.best_ap)
+            validation.best_epoch = state.get("best_epoch")
         callbacks.append(validation)
     callbacks += [
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV)),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=start > 0),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+        NonFiniteGuard(),
+        EpochCheckpoint(run_dir, config.epochs, validation, extra={"schedule_sha256": fingerprint}),
     ]
-    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # the schedule is already shuffled per epoch
-    model.save(run_dir / MODEL_FILE)
+    if dataset is not None:
+        try:
+            model.fit(dataset, epochs=config.epochs, initial_epoch=start, steps_per_epoch=steps,
+                      callbacks=callbacks, verbose=verbose,
+                      shuffle=False)  # the schedule is already shuffled per epoch
+        except TrainingDiverged as err:
+            raise err.with_note(_kept_note(run_dir)) from None
+    atomic_save(model, run_dir / MODEL_FILE)
     info = {"evaluated_model": "final", "negative_usage": usage.tolist()}
     if validation is not None:
         info.update(best_val_ap=validation.best_ap, best_epoch=validation.best_epoch)
@@ -142,6 +185,57 @@ def fit(config, splits, run_dir, verbose="auto"):
             model = keras.saving.load_model(run_dir / BEST_MODEL_FILE)
             info["evaluated_model"] = "best"
     return model, info
+
+
+def configure_determinism(seed):
+    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic.
+
+    ``tf.config.experimental.enable_op_determinism`` is process-wide and has
+    no measurable cost on CPU for this model (see the README); together with
+    the seed it makes a CPU run repeatable bit for bit. ``tf.data`` maps keep
+    their order (``deterministic`` defaults to True).
+
+    Example:
+    >>> configure_determinism(1337)
+    """
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _restore(model, state, run_dir, fingerprint, config):
+    """Load a checkpoint into ``model``; return the number of epochs it has done."""
+    where = run_dir / CHECKPOINT_DIR
+    if state.get("schedule_sha256") != fingerprint or state.get("epochs") != config.epochs:
+        raise InputError(
+            f"cannot resume {run_dir}: its data or settings changed since it was interrupted "
+            "(the epoch schedule differs); start over with --overwrite"
+        )
+    path = where / str(state.get("model"))
+    if not path.exists():
+        raise InputError(f"cannot resume {run_dir}: checkpoint {path} is missing; start over with --overwrite")
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return int(state["epoch"])
+
+
+def _truncate_history(path, epochs):
+    """Keep the header and the rows of the first ``epochs`` epochs of a CSVLogger file."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
+                        and int(line.split(",", 1)[0]) < epochs]
+    replace_atomically(path, lambda tmp: Path(tmp).write_text("".join(kept)))
+
+
+def _kept_note(run_dir):
+    state = read_checkpoint(run_dir)
+    if state is None:
+        return "; no checkpoint was written (it diverged in the first epoch); try a lower --lr"
+    return (f"; the last good checkpoint (epoch {state['epoch']}) is kept in {run_dir / CHECKPOINT_DIR}"
+            "; try a lower --lr")
 
 
 def evaluate_run(model, config, test, run_dir, fold=None, figures=True, info=None, wall_time=None):
@@ -188,10 +282,31 @@ def _provenance(config, info, wall_time):
 
 
 def prepare_run_dir(output, overwrite=False):
-    """Create the run directory; refuse to reuse a non-empty one unless ``overwrite``."""
+    """Create the run directory; refuse to reuse a non-empty one unless ``overwrite``.
+
+    An interrupted run gets a message that suggests ``--resume``.
+    ``overwrite`` deletes only kdefect run directories (with a
+    ``config.yaml``), never an unrelated non-empty folder.
+
+    Example:
+    >>> prepare_run_dir("/tmp/kdefect-doctest-prepare", overwrite=True).name
+    'kdefect-doctest-prepare'
+    """
     run_dir = Path(output)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"run directory {run_dir} exists and is not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
+        if not (run_dir / CONFIG_FILE).exists():
+            raise InputError(
+                f"{run_dir} already exists, is not empty and is not a kdefect run directory "
+                "(no config.yaml); choose another --output"
+            )
         if not overwrite:
+            if run_status(run_dir) == "interrupted":
+                raise InputError(
+                    f"run directory {run_dir} holds an interrupted run{_progress(run_dir)}: continue it with "
+                    f"`kdefect train --resume {run_dir}`, or start over with --overwrite"
+                )
             raise InputError(
                 f"run directory {run_dir} already exists and is not empty (use --overwrite or another --output)"
             )
@@ -200,23 +315,84 @@ def prepare_run_dir(output, overwrite=False):
     return run_dir
 
 
+def run_status(run_dir):
+    """The state of a run directory: ``missing``, ``empty``, ``other`` (no kdefect run),
+    ``interrupted`` or ``complete``.
+
+    A run is complete when its top-level ``metrics.json`` exists and no fold's
+    checkpoint is still marked as training.
+
+    Example:
+    >>> run_status("/nonexistent/run")
+    'missing'
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return "missing"
+    if not any(run_dir.iterdir()):
+        return "empty"
+    if not (run_dir / CONFIG_FILE).exists():
+        return "other"
+    states = [read_checkpoint(d) for d in (run_dir, *sorted(run_dir.glob("fold_*")))]
+    if (run_dir / METRICS_JSON).exists() and all(s is None or s["status"] == "done" for s in states):
+        return "complete"
+    return "interrupted"
+
+
+def _progress(run_dir):
+    """`` (epoch 2 of 4 saved)`` for the fold being trained, or an empty string."""
+    for folder in (run_dir, *sorted(Path(run_dir).glob("fold_*"))):
+        state = read_checkpoint(folder)
+        if state and state["status"] == "training":
+            where = f" of {folder.name}" if folder != Path(run_dir) else ""
+            return f" (epoch {state['epoch']} of {state['epochs']}{where} saved)"
+    return ""
+
+
+def _mark_done(fold_dir, rows):
+    """Record that a fold is trained and evaluated (with its result rows) and drop its checkpoint model."""
+    state = read_checkpoint(fold_dir) or {"format": 1}
+    state.pop("model", None)
+    state.update(status="done", rows=rows)
+    (fold_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    write_json_atomic(fold_dir / CHECKPOINT_DIR / "state.json", state)
+    for old in (fold_dir / CHECKPOINT_DIR).glob("epoch-*.keras"):
+        old.unlink()
+
+
+def _finished_fold(fold_dir):
+    """``(metrics, rows)`` of a fold an earlier session finished, or None."""
+    state = read_checkpoint(fold_dir)
+    if not state or state["status"] != "done" or not (fold_dir / METRICS_JSON).exists():
+        return None
+    import json
+
+    return json.loads((fold_dir / METRICS_JSON).read_text()), state.get("rows", [])
+
+
 def default_output(config):
     """``runs/<dataset>-<YYYYmmdd-HHMMSS>``."""
     return Path("runs") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(config, output=None, overwrite=False, verbose="auto", figures=True, log=print):
+def train(config, output=None, overwrite=False, verbose="auto", figures=True, log=print, resume=False):
     """Train and evaluate every fold of ``config``; return the (joined) metrics.
 
     Multi-fold protocols (KSDD: 3 folds; DAGM: 10 classes) write one
     sub-directory per fold and join them at the top level (mean AP/AUC, summed
     FP/FN, each fold at its own threshold). Bad input raises ``InputError``
-    before anything is written.
+    before anything is written. ``resume=True`` continues the interrupted run
+    in ``output`` (see ``resume_run``): finished folds are kept, the
+    interrupted one continues from its last checkpoint.
     """
     folds = folds_of(config)
     first = load_splits(config.replace(fold=folds[0]))
-    run_dir = prepare_run_dir(output or default_output(config), overwrite)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if resume:
+        run_dir = Path(output)
+    else:
+        run_dir = prepare_run_dir(output or default_output(config), overwrite)
+        text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+        replace_atomically(run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
     results, fold_metrics = [], []
     start = time.time()
     for k, fold in enumerate(folds):
@@ -227,16 +403,56 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
         if len(folds) > 1:
             log(f"fold {fold}: {len(splits.train)} training images "
                 f"({splits.train.num_positives} defective), {len(splits.test)} test images")
-        t0 = time.time()
-        model, info = fit(fold_config, splits, fold_dir, verbose)
-        metrics, rows = evaluate_run(
-            model, fold_config, splits.test, fold_dir, fold if len(folds) > 1 else None, figures, info,
-            time.time() - t0
-        )
+        finished = _finished_fold(fold_dir) if resume else None
+        if finished:
+            log(f"fold {fold}: finished earlier, keeping its results")
+            metrics, rows = finished
+        else:
+            t0 = time.time()
+            model, info = fit(fold_config, splits, fold_dir, verbose, resume=resume)
+            metrics, rows = evaluate_run(
+                model, fold_config, splits.test, fold_dir, fold if len(folds) > 1 else None, figures, info,
+                time.time() - t0
+            )
+            _mark_done(fold_dir, rows)
         fold_metrics.append(metrics)
         results += _rebase_figures(rows, fold_dir, run_dir)
     metrics = _join(run_dir, config, fold_metrics, results, time.time() - start)
     return {**metrics, "run_dir": str(run_dir)}
+
+
+def resume_run(run_dir, verbose="auto", figures=True, log=print, **overrides):
+    """Continue an interrupted run from its ``config.yaml`` and checkpoints; return its metrics.
+
+    Finished folds keep their results; the interrupted fold restarts from its
+    last epoch checkpoint, and the result equals that of an uninterrupted run.
+    ``overrides`` (e.g. ``data_dir``, if the data moved) change the stored
+    configuration; a change of data or settings that alters the epoch schedule
+    is refused.
+
+    Example:
+    >>> from kdefect.config import TrainConfig
+    >>> try:
+    ...     resume_run("/nonexistent/run")
+    ... except ValueError as err:
+    ...     print(err)
+    cannot resume /nonexistent/run: no such run directory
+    """
+    run_dir = Path(run_dir)
+    status = run_status(run_dir)
+    if status in ("missing", "empty", "other"):
+        reason = {"missing": "no such run directory", "empty": "the directory is empty",
+                  "other": "it is not a kdefect run directory (no config.yaml)"}[status]
+        raise InputError(f"cannot resume {run_dir}: {reason}")
+    if status == "complete":
+        raise InputError(f"run {run_dir} is already complete (metrics.json); nothing to resume")
+    from kdefect.config import TrainConfig, read_yaml
+
+    values = read_yaml(run_dir / CONFIG_FILE)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig(**values)
+    log(f"resuming {run_dir}{_progress(run_dir)}")
+    return train(config, output=run_dir, verbose=verbose, figures=figures, log=log, resume=True)
 
 
 def _rebase_figures(rows, fold_dir, run_dir):
