@@ -43,6 +43,10 @@ def user_errors(fn):
             raise click.ClickException(str(err)) from None
         except FileNotFoundError as err:
             raise UserError(f"{err.filename}: no such file or directory") from None
+        except OSError as err:  # e.g. an unwritable --output; errors without a file are bugs
+            if err.filename is None:
+                raise
+            raise UserError(f"{err.filename}: {err.strerror or err}") from None
 
     return wrapper
 
@@ -99,7 +103,8 @@ class OneLineErrors(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as err:
-            click.echo(f"Error: {err.format_message()}", err=True)
+            message = " ".join(err.format_message().split())  # one line, whatever the message
+            click.echo(f"Error: {message}", err=True)
             sys.exit(err.exit_code)
         except click.Abort:
             click.echo("Aborted.", err=True)
@@ -207,7 +212,7 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
                              log=(lambda *a: None) if quiet else click.echo, data_dir=data_dir)
         _print_metrics(metrics)
         return
-    config = load_config(dataset or "synthetic", config_file, **overrides)
+    config = load_config(dataset, config_file, **overrides)  # --dataset wins over --config's
     if fold == "all":
         config = dataclasses.replace(config, fold=None)
     if not quiet:
@@ -280,8 +285,8 @@ def predict(model, images, output, threshold, no_overlays):
 
     from kdefect.predict import find_images, load_predictor, predict_files
 
+    files = find_images(images)  # bad paths fail before the (slower) model load
     predictor = load_predictor(model)
-    files = find_images(images)
     with tqdm(total=len(files), desc="predict", unit="img", disable=None) as bar:
         rows = predict_files(predictor, files, output, threshold=threshold,
                              overlays=not no_overlays, callback=lambda row: bar.update(1))
@@ -292,9 +297,10 @@ def predict(model, images, output, threshold, no_overlays):
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path())
 @click.option("--saved-model", is_flag=True, help="Write a SavedModel (the default when no format is given).")
-@click.option("--tflite", is_flag=True, help="Write a TFLite model.")
-@click.option("--quantize", type=click.Choice(["float16", "int8"]), default=None,
-              help="TFLite quantisation (int8 calibrates on training images).")
+@click.option("--tflite", is_flag=True, help="Write a float32 TFLite model (model.tflite).")
+@click.option("--quantize", type=click.Choice(["float16", "int8"]), multiple=True,
+              help="Also write a quantised TFLite model (model-float16.tflite, model-int8.tflite; "
+                   "int8 calibrates on training images). Repeat for both.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: <model folder>/export).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
@@ -312,25 +318,25 @@ def export(model, saved_model, tflite, quantize, output, threshold):
     \b
     Example:
       kdefect export runs/x/model.keras --saved-model --tflite --quantize int8
+      kdefect export runs/x/model.keras --tflite --quantize float16 --quantize int8
     """
     from pathlib import Path
 
-    from kdefect.export import ParityError, export_model
+    from kdefect.export import ParityError, export_model, load_keras_model
     from kdefect.training import export_samples
 
-    if quantize and not tflite:
-        tflite = True
-    if not (saved_model or tflite):
+    variants = ([None] if tflite else []) + list(quantize)  # None: float32
+    if not (saved_model or variants):
         saved_model = True
+    load_keras_model(model)  # a missing or bad model fails before reading any data
     images, labels, representative = export_samples(model)
     output = output or str(Path(model).parent / "export")
     try:
-        report = export_model(model, output, saved_model=saved_model, tflite=tflite,
-                              quantize=quantize, images=images, labels=labels, threshold=threshold,
+        report = export_model(model, output, saved_model=saved_model, tflite=bool(variants),
+                              quantize=variants, images=images, labels=labels, threshold=threshold,
                               representative=representative)
-    except ParityError as err:
-        click.echo(f"Error: parity check failed: {err}", err=True)
-        sys.exit(1)
+    except ParityError as err:  # a faulty export, not bad input: exit code 1
+        raise click.ClickException(f"{err} (details in {Path(output) / 'parity.json'})") from None
     for result in report["results"]:
         line = f"{result['variant']}: max |score diff| {result['max_abs_diff']:.2e}"
         if result.get("ap_drop") is not None:

@@ -182,15 +182,50 @@ def check_threshold(threshold):
     return value
 
 
+def load_keras_model(path, compile=False):
+    """Load a kdefect ``.keras`` file; ``InputError`` (one line) if it is missing or not a model.
+
+    Registers kdefect's custom classes first (``import kdefect`` alone is lazy
+    and does not), so this works in a fresh process.
+
+    Example:
+    >>> from kdefect.model import SegDecNet
+    >>> SegDecNet(input_shape=(128, 64, 1)).save("/tmp/kd_load.keras")
+    >>> load_keras_model("/tmp/kd_load.keras").name
+    'segdecnet'
+    >>> load_keras_model("/nonexistent/model.keras")
+    Traceback (most recent call last):
+    ...
+    kdefect.errors.InputError: model /nonexistent/model.keras does not exist
+    """
+    import kdefect.model  # noqa: F401  (registers SegDecNet and its layers)
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a .keras model file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError as err:
+        raise InputError(f"cannot read model {path}: {err.strerror or err}") from None
+    if head != b"PK":  # .keras files are zip archives
+        raise InputError(f"{path} is not a .keras model file")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as err:  # Keras raises many types for a damaged file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot load Keras model {path}: {reason[:300]}") from None
+
+
 def _as_keras_model(model):
     if isinstance(model, keras.Model):
         return model
     path = Path(model)
-    if path.suffix != ".keras" or not path.is_file():
+    if path.suffix != ".keras" and not path.is_file():
         raise InputError(f"expected a Keras model or a .keras file, got {model!s}")
-    import kdefect  # noqa: F401  (registers the custom layers)
-
-    return keras.saving.load_model(path, compile=False)
+    return load_keras_model(path)
 
 
 def _check_target(path, is_dir):
@@ -592,7 +627,9 @@ def export_model(model_path, output, saved_model=True, tflite=False, quantize=No
         output: output directory; receives ``saved_model/`` and/or
             ``model[-float16|-int8].tflite`` and ``parity.json``.
         saved_model, tflite: which formats to write.
-        quantize: None (float32), ``"float16"`` or ``"int8"`` for TFLite.
+        quantize: the TFLite variant(s): None or ``"float32"``, ``"float16"``,
+            ``"int8"``, or a list of them to write several files at once
+            (one parity check covers them all).
         images: uint8 images for int8 calibration and the parity check.
         labels: their image labels, for the int8 AP criterion.
         threshold: decision threshold override.
@@ -612,6 +649,11 @@ def export_model(model_path, output, saved_model=True, tflite=False, quantize=No
 
     from kdefect.predict import keras_threshold
 
+    variants = list(quantize) if isinstance(quantize, (list, tuple)) else [quantize]
+    variants = list(dict.fromkeys(None if v in (None, "float32") else v for v in variants)) or [None]
+    for variant in variants:
+        if variant not in QUANTIZATIONS:
+            raise InputError(f"quantize must be 'float32', 'float16' or 'int8', got {variant!r}")
     model = _as_keras_model(model_path)
     threshold = keras_threshold(model_path) if threshold is None else check_threshold(threshold)
     output = Path(output)
@@ -619,26 +661,27 @@ def export_model(model_path, output, saved_model=True, tflite=False, quantize=No
         raise InputError("nothing to export: choose --saved-model and/or --tflite")
     if images is None or len(images) == 0:
         raise InputError("export needs sample images for the parity check")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"cannot export to {output}: it exists and is not a directory")
     _check_target(output, is_dir=True) if not output.exists() else None
     output.mkdir(parents=True, exist_ok=True)
     paths = []
-    sm_path = output / "saved_model"
-    export_saved_model(model, sm_path, threshold)
-    if saved_model:
-        paths.append(sm_path)
-    if tflite:
-        suffix = f"-{quantize}" if quantize else ""
-        paths.append(export_tflite(sm_path, output / f"model{suffix}.tflite", quantize=quantize,
-                                   representative_images=(images if representative is None else representative)
-                                   if quantize == "int8" else None))
-    if not saved_model:
-        import shutil
-
-        shutil.rmtree(sm_path)
+    with contextlib.ExitStack() as stack:
+        # TFLite converts from a SavedModel; without --saved-model it is a temporary one.
+        sm_path = (output / "saved_model" if saved_model
+                   else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "sm")
+        export_saved_model(model, sm_path, threshold)
+        if saved_model:
+            paths.append(sm_path)
+        for variant in variants if tflite else ():
+            suffix = f"-{variant}" if variant else ""
+            calibration = images if representative is None else representative
+            paths.append(export_tflite(sm_path, output / f"model{suffix}.tflite", quantize=variant,
+                                       representative_images=calibration if variant == "int8" else None))
     report = check_parity(model, paths, images, labels=labels, threshold=threshold)
     report["threshold"] = threshold
     (output / "parity.json").write_text(json.dumps(report, indent=2, default=str))
     report["paths"] = paths
     if not report["passed"]:
-        raise ParityError("; ".join(report["failures"]))
+        raise ParityError(report)
     return report

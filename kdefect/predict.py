@@ -132,14 +132,9 @@ def keras_threshold(model_path):
 
 
 def _keras_predictor(path):
-    import keras
+    from kdefect.export import load_keras_model
 
-    import kdefect  # noqa: F401  (registers SegDecNet and its layers)
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as err:  # keras raises many types for a bad file
-        raise InputError(f"cannot load Keras model {path}: {str(err).splitlines()[0]}") from None
+    model = load_keras_model(path)  # registers SegDecNet; InputError for a bad file
     threshold = keras_threshold(path)
     channels = model_image_shape(model)[2]
     serve = tf.function(

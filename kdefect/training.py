@@ -511,6 +511,7 @@ def evaluate_path(path, figures=True, log=print, **overrides):
     (e.g. ``dataset="ksdd", fold=0``) and reports go next to it.
     """
     from kdefect.config import load_config
+    from kdefect.export import load_keras_model
 
     path = Path(path)
     if not path.exists():
@@ -524,6 +525,7 @@ def evaluate_path(path, figures=True, log=print, **overrides):
             (d, int(d.name.split("_", 1)[1])) for d in fold_dirs
         ]
     else:
+        load_keras_model(path)  # a file that is not a model fails before any data is read
         config = (run_config(path, **overrides) if find_run_config(path)
                   else load_config(overrides.pop("dataset", None) or "synthetic", **overrides))
         targets = [(path.parent, config.fold if config.fold is not None else 0)]
@@ -533,7 +535,7 @@ def evaluate_path(path, figures=True, log=print, **overrides):
         splits = load_splits(fold_config)
         model_file = path if path.is_file() else fold_dir / (
             BEST_MODEL_FILE if config.use_best and (fold_dir / BEST_MODEL_FILE).exists() else MODEL_FILE)
-        model = keras.saving.load_model(model_file)
+        model = load_keras_model(model_file, compile=True)
         log(f"evaluating {model_file} on {len(splits.test)} test images")
         metrics, rows = evaluate_run(model, fold_config, splits.test, fold_dir,
                                      fold if len(targets) > 1 else None, figures)
