@@ -176,6 +176,8 @@ def read_yaml(path):
         text = path.read_text()
     except OSError as err:
         raise InputError(f"cannot read config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"config {path} is not a text (UTF-8) YAML file") from None
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -22,7 +22,7 @@ EPOCHS = 4
 
 def _cli(*args, wait=True):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "cli.main", *map(str, args)]
+    cmd = [sys.executable, "-m", "kdefect_cli.main", *map(str, args)]
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
