@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
 
-from kdefect.config import DATASETS, PRECISIONS  # noqa: E402
+from kdefect.config import DATASETS, PRECISIONS, STRATEGIES  # noqa: E402
 from kdefect.errors import InputError, TrainingDiverged  # noqa: E402
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -167,12 +167,15 @@ def main():
 @click.option("--no-weighted-seg", is_flag=True, help="No distance-transform weights on positive pixels.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Compute precision; 'auto' picks mixed_bfloat16 on CPUs with BF16, mixed_float16 on GPUs.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="Devices: 'mirrored' = all GPUs of this machine, 'multi-worker' = several machines "
+                   "(TF_CONFIG), 'auto' = mirrored with >1 GPU. --batch-size is the global batch.")
 @click.option("--no-figures", is_flag=True, help="Skip the per-image test figures (faster).")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the final metrics.")
 @user_errors
 def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epochs, lr, delta,
           batch_size, dilate, seed, config_file, output, overwrite, resume_dir, no_dyn_balance, no_grad_adjust,
-          no_freq_sampling, no_weighted_seg, precision, no_figures, quiet):
+          no_freq_sampling, no_weighted_seg, precision, strategy, no_figures, quiet):
     """Train SegDecNet end to end and evaluate it on the test split.
 
     Defaults come from configs/<dataset>.yaml (the paper's settings); the
@@ -197,19 +200,20 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
         input_size=input_size, epochs=epochs, lr=lr, delta=delta, batch_size=batch_size,
         dilate=dilate, seed=seed, precision=precision, dyn_balance=_off(no_dyn_balance),
         grad_adjust=_off(no_grad_adjust), freq_sampling=_off(no_freq_sampling),
-        weighted=_off(no_weighted_seg), fold=None if fold == "all" else fold,
+        weighted=_off(no_weighted_seg), fold=None if fold == "all" else fold, strategy=strategy,
     )
     if resume_dir is not None:
         from kdefect.training import resume_run
 
-        given = [k for k, v in overrides.items() if v is not None and k != "data_dir"]
+        given = [k for k, v in overrides.items() if v is not None and k not in ("data_dir", "strategy")]
         given += [k for k, v in (("dataset", dataset), ("config", config_file), ("output", output),
                                  ("overwrite", overwrite), ("fold", fold)) if v and k not in given]
         if given:
             raise UserError("--resume continues a run with its saved config.yaml and takes no other "
                             f"settings (given: {', '.join(given)})")
         metrics = resume_run(resume_dir, verbose=2 if quiet else "auto", figures=not no_figures,
-                             log=(lambda *a: None) if quiet else click.echo, data_dir=data_dir)
+                             log=(lambda *a: None) if quiet else click.echo, data_dir=data_dir,
+                             strategy=strategy)
         _print_metrics(metrics)
         return
     config = load_config(dataset, config_file, **overrides)  # --dataset wins over --config's

@@ -33,6 +33,7 @@ from kdefect.callbacks import (
 from kdefect.data.datasets import load_splits
 from kdefect.data.pipeline import evaluation_dataset, training_dataset
 from kdefect.data.sampling import epoch_schedule
+from kdefect.distribute import check_global_batch, fit_model, get_strategy, is_multi_worker, worker_output
 from kdefect.errors import InputError, TrainingDiverged
 from kdefect.evaluation import (
     METRICS_JSON,
@@ -111,7 +112,7 @@ def build_model(config, input_shape):
     return model
 
 
-def fit(config, splits, run_dir, verbose="auto", resume=False):
+def fit(config, splits, run_dir, verbose="auto", resume=False, strategy=None):
     """Train a model on ``splits.train``; writes history, TensorBoard logs, checkpoints and the models.
 
     Every epoch end saves a checkpoint (``EpochCheckpoint``); with
@@ -127,6 +128,10 @@ def fit(config, splits, run_dir, verbose="auto", resume=False):
     (``final`` or ``best``), the best validation AP/epoch and the negative
     usage counts of the sampler.
 
+    The model is built and compiled in the scope of ``strategy`` (default:
+    ``get_strategy(config.strategy)``); ``config.batch_size`` is the global
+    batch, split across its replicas (see ``kdefect.distribute``).
+
     Example:
     >>> from kdefect.config import TrainConfig
     >>> cfg = TrainConfig(num_samples=24, input_size=(64, 128), epochs=1, batch_size=4)
@@ -136,8 +141,11 @@ def fit(config, splits, run_dir, verbose="auto", resume=False):
     ('final', 1)
     """
     run_dir = Path(run_dir)
+    strategy = strategy or get_strategy(config.strategy, batch_size=config.batch_size)
+    check_global_batch(config.batch_size, strategy)
     configure_determinism(config.seed)
-    model = build_model(config, splits.train.input_shape)
+    with strategy.scope():
+        model = build_model(config, splits.train.input_shape)
     schedule, usage = epoch_schedule(
         splits.train.is_positive, config.epochs, config.batch_size, config.freq_sampling, config.seed
     )
@@ -172,9 +180,8 @@ def fit(config, splits, run_dir, verbose="auto", resume=False):
     ]
     if dataset is not None:
         try:
-            model.fit(dataset, epochs=config.epochs, initial_epoch=start, steps_per_epoch=steps,
-                      callbacks=callbacks, verbose=verbose,
-                      shuffle=False)  # the schedule is already shuffled per epoch
+            # The schedule is already shuffled per epoch; fit_model reads it in order.
+            fit_model(model, dataset, config.epochs, steps, callbacks, verbose, initial_epoch=start)
         except TrainingDiverged as err:
             raise err.with_note(_kept_note(run_dir)) from None
     atomic_save(model, run_dir / MODEL_FILE)
@@ -384,13 +391,21 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
     before anything is written. ``resume=True`` continues the interrupted run
     in ``output`` (see ``resume_run``): finished folds are kept, the
     interrupted one continues from its last checkpoint.
+
+    ``config.strategy`` picks the devices (``kdefect.distribute``); with
+    several workers only the chief keeps the run directory.
     """
+    # First: a multi-worker strategy must be set up before TensorFlow runs anything.
+    strategy = get_strategy(config.strategy, batch_size=config.batch_size)
+    check_global_batch(config.batch_size, strategy)
+    if resume and is_multi_worker(strategy):
+        raise InputError("--resume is not supported with --strategy multi-worker; start over with --overwrite")
     folds = folds_of(config)
     first = load_splits(config.replace(fold=folds[0]))
     if resume:
         run_dir = Path(output)
     else:
-        run_dir = prepare_run_dir(output or default_output(config), overwrite)
+        run_dir = prepare_run_dir(worker_output(strategy, output or default_output(config)), overwrite)
         text = yaml.safe_dump(config.to_dict(), sort_keys=False)
         replace_atomically(run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
     results, fold_metrics = [], []
@@ -409,7 +424,7 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
             metrics, rows = finished
         else:
             t0 = time.time()
-            model, info = fit(fold_config, splits, fold_dir, verbose, resume=resume)
+            model, info = fit(fold_config, splits, fold_dir, verbose, resume=resume, strategy=strategy)
             metrics, rows = evaluate_run(
                 model, fold_config, splits.test, fold_dir, fold if len(folds) > 1 else None, figures, info,
                 time.time() - t0
