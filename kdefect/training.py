@@ -195,20 +195,27 @@ def fit(config, splits, run_dir, verbose="auto", resume=False, strategy=None):
 
 
 def configure_determinism(seed):
-    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic.
+    """Seed Python, NumPy and TensorFlow; on CPU-only machines also make TensorFlow's ops deterministic.
 
-    ``tf.config.experimental.enable_op_determinism`` is process-wide and has
-    no measurable cost on CPU for this model (see the README); together with
-    the seed it makes a CPU run repeatable bit for bit. ``tf.data`` maps keep
-    their order (``deterministic`` defaults to True).
+    With the seed, a CPU run is repeatable bit for bit (weights, history,
+    metrics). ``tf.config.experimental.enable_op_determinism`` (process-wide)
+    costs nothing measurable on CPU for this model (docs/RELIABILITY.md) and
+    guards against kernels that reduce in a thread-dependent order; it is not
+    turned on when a GPU is visible, where it slows training down and some
+    ops have no deterministic kernel. ``tf.data`` maps keep their order
+    (``deterministic`` defaults to True). Returns whether op determinism is on.
 
     Example:
-    >>> configure_determinism(1337)
+    >>> configure_determinism(1337) in (True, False)
+    True
     """
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
+    if tf.config.list_physical_devices("GPU"):
+        return False
     tf.config.experimental.enable_op_determinism()
+    return True
 
 
 def _restore(model, state, run_dir, fingerprint, config):
