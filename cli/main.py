@@ -349,5 +349,10 @@ def export(model, saved_model, tflite, quantize, output, threshold):
     click.echo(f"parity check passed on {report['n_images']} images; wrote {output}")
 
 
+from kdefect_cli.experiment import experiment  # noqa: E402  (the paper's tables: `kdefect experiment`)
+
+main.add_command(experiment)
+
+
 if __name__ == "__main__":
     main()
