@@ -135,7 +135,8 @@ def fit(config, splits, run_dir, verbose="auto", resume=False, strategy=None):
     Example:
     >>> from kdefect.config import TrainConfig
     >>> cfg = TrainConfig(num_samples=24, input_size=(64, 128), epochs=1, batch_size=4)
-    >>> folder = prepare_run_dir("/tmp/kdefect-doctest-fit", overwrite=True)
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
     >>> model, info = fit(cfg, load_splits(cfg), folder, verbose=0)
     >>> info["evaluated_model"], read_checkpoint(folder)["epoch"]
     ('final', 1)
