@@ -220,12 +220,15 @@ def load_keras_model(path, compile=False):
 
 
 def _as_keras_model(model):
+    """The float32 Keras model to export (a mixed-precision model is copied to float32, see ``float32_copy``)."""
+    from kdefect.model import float32_copy
+
     if isinstance(model, keras.Model):
-        return model
+        return float32_copy(model)
     path = Path(model)
     if path.suffix != ".keras" and not path.is_file():
         raise InputError(f"expected a Keras model or a .keras file, got {model!s}")
-    return load_keras_model(path)
+    return float32_copy(load_keras_model(path))
 
 
 def _check_target(path, is_dir):

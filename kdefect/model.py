@@ -310,3 +310,35 @@ class SegDecNet(keras.Model):
         decision_logits, segmentation_logits = self(images, training=False)
         total, seg, cls, gamma = self.compute_losses(targets, decision_logits, segmentation_logits)
         return self._update_metrics(targets, decision_logits, total, seg, cls, gamma)
+
+
+def float32_copy(model):
+    """The same network with the same weights computing in float32; ``model`` itself if it already does.
+
+    A model built under a mixed-precision policy (``mixed_bfloat16`` /
+    ``mixed_float16``) keeps that policy in its layers, also when saved and
+    reloaded. Mixed precision is a training setting in kdefect: a trained
+    model is saved, evaluated and exported as this float32 copy (TFLite has
+    no bfloat16 kernels, and float32 serves on every CPU), so every format
+    gives the same scores. A compiled model's copy is compiled the same way.
+    The global dtype policy is left unchanged.
+
+    Example:
+    >>> keras.config.set_dtype_policy("mixed_bfloat16")
+    >>> model = SegDecNet(input_shape=(128, 64, 1))
+    >>> keras.config.set_dtype_policy("float32")
+    >>> model.layers[1].compute_dtype, float32_copy(model).layers[1].compute_dtype
+    ('bfloat16', 'float32')
+    """
+    if all(layer.compute_dtype == "float32" for layer in model.layers):
+        return model
+    saved = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("float32")
+        copy = model.__class__.from_config(model.get_config())
+    finally:
+        keras.config.set_dtype_policy(saved)
+    copy.set_weights(model.get_weights())
+    if getattr(model, "compiled", False):
+        copy.compile_from_config(model.get_compile_config())
+    return copy

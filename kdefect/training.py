@@ -44,7 +44,7 @@ from kdefect.evaluation import (
     write_results,
 )
 from kdefect.metrics import join_folds
-from kdefect.model import SegDecNet
+from kdefect.model import SegDecNet, float32_copy
 
 MODEL_FILE = "model.keras"
 BEST_MODEL_FILE = "best.keras"
@@ -66,48 +66,69 @@ def folds_of(config):
     return list(MULTI_FOLD.get(config.dataset, (0,)))
 
 
-def resolve_precision(name):
+def resolve_precision(name, gpus=None, cpuinfo=None):
     """The Keras dtype policy for a precision name; ``auto`` picks what the hardware runs fastest.
 
     ``auto``: ``mixed_float16`` on GPUs, ``mixed_bfloat16`` on CPUs with
-    AVX-512 BF16 or AMX, otherwise ``float32``.
+    AVX-512 BF16 or AMX (training measured about 2x faster than float32 on a 2-core AMD
+    EPYC with AVX-512 BF16, docs/PERFORMANCE.md), otherwise ``float32``.
+    ``gpus`` (a count) and ``cpuinfo`` (the text of /proc/cpuinfo) default
+    to this machine's.
 
     Example:
     >>> resolve_precision("float32")
     'float32'
+    >>> resolve_precision("auto", gpus=0, cpuinfo="flags: fpu avx512f avx512_bf16")
+    'mixed_bfloat16'
+    >>> resolve_precision("auto", gpus=0, cpuinfo="flags: fpu avx2"), resolve_precision("auto", gpus=1)
+    ('float32', 'mixed_float16')
     """
     if name != "auto":
         return name
-    import tensorflow as tf
+    if gpus is None:
+        import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    if gpus:
         return "mixed_float16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = set(cpuinfo.split())
+    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def build_model(config, input_shape):
     """A compiled ``SegDecNet`` for the configuration (plain SGD, the paper's loss settings).
+
+    The model computes in ``config.precision`` (see ``resolve_precision``;
+    the logit layers and the losses stay float32) and uses XLA if
+    ``config.jit_compile`` (None: Keras's ``auto``, i.e. only on GPUs).
+    The process-wide Keras dtype policy is left as it was.
 
     Example:
     >>> from kdefect.config import TrainConfig
     >>> build_model(TrainConfig(), (128, 64, 1)).delta
     1.0
     """
+    saved_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(resolve_precision(config.precision))
-    model = SegDecNet(
-        input_shape=input_shape,
-        gradient_adjustment=config.grad_adjust,
-        first_block_convs=config.first_block_convs,
-    )
+    try:  # the layers keep the policy they are built with; the global one is restored
+        model = SegDecNet(
+            input_shape=input_shape,
+            gradient_adjustment=config.grad_adjust,
+            first_block_convs=config.first_block_convs,
+        )
+    finally:
+        keras.config.set_dtype_policy(saved_policy)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=config.lr),
         delta=config.delta,
         dynamic_balance=config.dyn_balance,
         loss_reduction=config.loss_reduction,
+        jit_compile="auto" if config.jit_compile is None else bool(config.jit_compile),
     )
     return model
 
@@ -185,12 +206,13 @@ def fit(config, splits, run_dir, verbose="auto", resume=False, strategy=None):
             fit_model(model, dataset, config.epochs, steps, callbacks, verbose, initial_epoch=start)
         except TrainingDiverged as err:
             raise err.with_note(_kept_note(run_dir)) from None
+    model = float32_copy(model)  # mixed precision trains; the model is saved and evaluated in float32
     atomic_save(model, run_dir / MODEL_FILE)
     info = {"evaluated_model": "final", "negative_usage": usage.tolist()}
     if validation is not None:
         info.update(best_val_ap=validation.best_ap, best_epoch=validation.best_epoch)
         if config.use_best and (run_dir / BEST_MODEL_FILE).exists():
-            model = keras.saving.load_model(run_dir / BEST_MODEL_FILE)
+            model = float32_copy(keras.saving.load_model(run_dir / BEST_MODEL_FILE))
             info["evaluated_model"] = "best"
     return model, info
 
@@ -280,6 +302,7 @@ def _provenance(config, info, wall_time):
     out = {
         "config": config.to_dict(),
         "seed": config.seed,
+        "training_precision": resolve_precision(config.precision),
         "versions": {
             "kdefect": kdefect.__version__,
             "tensorflow": tf.__version__,

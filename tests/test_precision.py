@@ -1,0 +1,85 @@
+"""Mixed precision: `auto` choice, float32 logits/losses/variables under bf16, bf16 training learns, float32 exports."""
+
+import keras
+import numpy as np
+import pytest
+
+from kdefect.config import TrainConfig
+from kdefect.training import build_model, resolve_precision
+
+from conftest import TINY
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """Every test starts and ends with the default global policy."""
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("gpus, cpuinfo, expected", [
+    (1, "", "mixed_float16"),
+    (0, "flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni", "mixed_bfloat16"),
+    (0, "flags\t\t: fpu sse avx2 amx_tile amx_bf16 amx_int8", "mixed_bfloat16"),
+    (0, "flags\t\t: fpu sse avx2 avx512f avx512bw", "float32"),
+    (0, "", "float32"),
+])
+def test_auto_precision_follows_the_hardware(gpus, cpuinfo, expected):
+    assert resolve_precision("auto", gpus=gpus, cpuinfo=cpuinfo) == expected
+    assert resolve_precision("float32", gpus=gpus, cpuinfo=cpuinfo) == "float32"
+
+
+def test_bf16_model_keeps_logits_losses_and_variables_in_float32():
+    model = build_model(TrainConfig(precision="mixed_bfloat16"), TINY)
+    assert keras.config.dtype_policy().name == "float32"  # build_model leaves the global policy alone
+    assert model.get_layer("seg_block4_1_conv").compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in model.weights)
+    x = np.random.default_rng(0).random((2,) + TINY, dtype=np.float32)
+    decision, segmentation = model(x)
+    assert decision.dtype == "float32" and segmentation.dtype == "float32"
+    h, w = TINY[0] // 8, TINY[1] // 8
+    targets = {"seg_target": np.zeros((2, h, w, 1), np.float32), "seg_weight": np.ones((2, h, w, 1), np.float32),
+               "cls_target": np.ones((2, 1), np.float32), "is_segmented": np.ones((2, 1), np.float32)}
+    total, seg, cls, _ = model.compute_losses(targets, decision, segmentation)
+    assert total.dtype == seg.dtype == cls.dtype == "float32"
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    logs = model.train_on_batch(x, targets, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+
+
+def test_bf16_model_exports_as_float32(tmp_path):
+    """TFLite has no bf16 kernels: exports of a bf16 model are float32 and match its float32 copy."""
+    from kdefect.export import ExportedModel, export_tflite, keras_scores
+    from kdefect.model import float32_copy
+
+    model = build_model(TrainConfig(precision="mixed_bfloat16"), TINY)
+    images = np.random.default_rng(1).integers(0, 256, (2,) + TINY, dtype=np.uint8)
+    exported = ExportedModel(export_tflite(model, tmp_path / "m.tflite"))
+    assert exported.variant == "tflite-float32"
+    scores = np.concatenate([exported(image[None])["score"] for image in images])
+    np.testing.assert_allclose(scores, keras_scores(float32_copy(model), images), atol=1e-4)
+    np.testing.assert_allclose(scores, keras_scores(model, images), atol=2e-2)  # bf16 rounding
+
+
+@pytest.mark.slow
+def test_bf16_training_reaches_float32_ap(tmp_path):
+    """The synthetic run of test_training.py::test_synthetic_run_learns, in bf16 and float32."""
+    from kdefect.training import train
+
+    from kdefect.export import load_keras_model
+
+    aps = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        cfg = TrainConfig(num_samples=120, input_size=(128, 128), epochs=6, batch_size=2, seed=7,
+                          precision=precision)
+        metrics = train(cfg, output=tmp_path / precision, verbose=0, figures=False)
+        assert metrics["training_precision"] == precision
+        aps[precision] = metrics["ap"]
+    assert aps["mixed_bfloat16"] >= 0.8, aps
+    assert aps["mixed_bfloat16"] >= aps["float32"] - 0.05, aps
+    # trained in bf16, saved (and evaluated) in float32
+    saved = load_keras_model(tmp_path / "mixed_bfloat16" / "model.keras")
+    assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
