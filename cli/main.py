@@ -353,7 +353,6 @@ from kdefect_cli.experiment import experiment  # noqa: E402  (the paper's tables
 
 main.add_command(experiment)
 
-
 from kdefect_cli.bench import bench  # noqa: E402  (performance: `kdefect bench`)
 
 main.add_command(bench)
