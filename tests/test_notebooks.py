@@ -51,12 +51,23 @@ def test_notebook_is_stored_without_outputs(path):
     assert "KDEFECT_SMOKE" in "".join(parameters[0]["source"])
 
 
+@pytest.fixture(scope="session")
+def kernel_path(tmp_path_factory):
+    """A Jupyter data folder whose ``python3`` kernel is this interpreter (not another install's)."""
+    kernelspec = pytest.importorskip("ipykernel.kernelspec")
+    data = tmp_path_factory.mktemp("jupyter")
+    kernelspec.write_kernel_spec(path=data / "kernels" / "python3")
+    return data
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
-def test_notebook_runs_in_smoke_mode(path, tmp_path, tmp_path_factory, monkeypatch):
+def test_notebook_runs_in_smoke_mode(path, tmp_path, tmp_path_factory, monkeypatch, kernel_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
 
+    jupyter_path = [str(kernel_path)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(jupyter_path))  # searched before user and system kernels
     monkeypatch.setenv("KDEFECT_SMOKE", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as for a user
     if "kolektorsdd" in path.name and not os.environ.get("KDEFECT_DATA_DIR"):
