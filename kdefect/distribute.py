@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kdefect.config import STRATEGIES
@@ -266,3 +267,28 @@ def custom_fit(model, dataset, epochs, steps_per_epoch, callbacks=(), verbose="a
 def _metric_values(model):
     """The model's metric results as floats, read (and, across workers, reduced) outside the step."""
     return {name: float(value) for name, value in model.get_metrics_result().items()}
+
+
+def predict_outputs(model, dataset):
+    """``model.predict(dataset)``, but on one device when the model was built for several replicas.
+
+    ``Model.predict`` under a strategy splits every batch across the replicas
+    and fails when a replica gets an empty share (a last batch smaller than
+    the replica count); under ``MultiWorkerMirroredStrategy`` it also needs
+    every worker in lock-step. Prediction is cheap, so a distributed model is
+    instead called batch by batch on one device (its variables are read, not
+    changed) and the outputs are concatenated, in order.
+
+    Example:
+    >>> import numpy as np
+    >>> from kdefect import SegDecNet
+    >>> model = SegDecNet(input_shape=(128, 64, 1))
+    >>> dec, seg = predict_outputs(model, tf.data.Dataset.from_tensors(np.zeros((3, 128, 64, 1), "float32")))
+    >>> dec.shape, seg.shape
+    ((3, 1), (3, 16, 8, 1))
+    """
+    if model.distribute_strategy.num_replicas_in_sync == 1 and not is_multi_worker(model.distribute_strategy):
+        return model.predict(dataset, verbose=0)
+    call = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    batches = [[t.numpy() for t in call(batch[0] if isinstance(batch, tuple) else batch)] for batch in dataset]
+    return tuple(np.concatenate([b[i] for b in batches]) for i in range(len(batches[0])))

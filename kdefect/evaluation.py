@@ -28,7 +28,9 @@ def predict_scores(model, dataset):
     >>> scores.shape, seg.shape
     ((2,), (2, 16, 8))
     """
-    decision, segmentation = model.predict(dataset, verbose=0)
+    from kdefect.distribute import predict_outputs  # one device, also for a model trained on several
+
+    decision, segmentation = predict_outputs(model, dataset)
     scores = 1.0 / (1.0 + np.exp(-np.asarray(decision, np.float64)[:, 0]))
     seg = 1.0 / (1.0 + np.exp(-np.asarray(segmentation, np.float64)[..., 0]))
     return scores, seg.astype(np.float32)

@@ -104,6 +104,9 @@ def test_two_cpu_replicas_match_one_device(tmp_path):
     # The sampler's schedule and the λ callback are unchanged: same negatives, λ 1.0 then 0.5 on every replica.
     assert result["usage_none"] == result["usage_mirrored"]
     assert result["lambda_per_replica_mirrored"] == [0.5, 0.5]
+    # Prediction with the distributed model (a last batch smaller than the replica count) gives the same scores.
+    assert len(result["scores_mirrored"]) == 5
+    np.testing.assert_allclose(result["scores_mirrored"], result["scores_none"], atol=1e-5)
     # Logged losses are per-image means over the global batch, not divided by the replica count.
     one = np.genfromtxt(result["history_none"].splitlines(), delimiter=",", names=True)
     two = np.genfromtxt(result["history_mirrored"].splitlines(), delimiter=",", names=True)
