@@ -84,6 +84,7 @@ def test_cli_has_strategy_option():
     assert bad.exit_code == 2
 
 
+@pytest.mark.slow
 def test_two_cpu_replicas_match_one_device(tmp_path):
     """MirroredStrategy over two logical CPUs, global batch 4 (2 per replica) = one device, batch 4."""
     start = time.time()
@@ -115,6 +116,7 @@ def test_two_cpu_replicas_match_one_device(tmp_path):
         np.testing.assert_allclose(two[key], one[key], rtol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_agree(tmp_path):
     """MultiWorkerMirroredStrategy, two processes on 127.0.0.1: both finish with the same weights,
     equal to a one-device run of the same global batch; only the chief keeps the run directory."""
