@@ -185,9 +185,11 @@ def plan_experiment(experiment, base_config, folds=None, scale=None, input_size=
     if not folds or any(k not in protocol for k in folds) or len(set(folds)) != len(folds):
         raise InputError(f"folds {', '.join(map(str, folds)) or '(none)'}: expected distinct folds of "
                          f"{base_config.dataset} ({', '.join(map(str, protocol))})")
-    base = base_config.replace(scale=scale, input_size=input_size)
+    base = base_config.replace(input_size=input_size)
+    if scale is not None and input_size is None:  # a scale asked for wins over the base's own input size
+        base = dataclasses.replace(base, input_size=None, scale=scale)
     reference_base = load_config(base_config.dataset)
-    rows = experiment.rows if only is None else [experiment.row(name) for name in only]
+    rows = experiment.rows if only is None else [experiment.row(name) for name in dict.fromkeys(only)]
     planned = []
     for row in rows:
         config = dataclasses.replace(base.replace(**row.overrides), fold=None)
@@ -293,7 +295,7 @@ def _run_row(planned, row_dir, verbose, figures, log):
             continue
         config, fold_dir = planned.config.replace(fold=fold), _fold_dir(row_dir, fold, planned)
         resume = run_status(fold_dir) == "interrupted" and not settings_changed(fold_dir, config)
-        log(f"{planned.row.name}, fold {fold}: {'continuing' if resume else 'training'} {config.epochs} epochs "
+        log(f"{planned.row.name}, fold {fold}: {'continuing' if resume else 'training'} {config.epochs} epoch{'s' * (config.epochs != 1)} "
             f"at {'x'.join(map(str, input_size_of(config)))}")
         keras.backend.clear_session()
         try:

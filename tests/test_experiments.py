@@ -53,6 +53,8 @@ def test_plan_applies_rows_and_reductions_and_says_so():
     assert reduced_statement(plan) == [
         "reduced: 1 fold of 3 (fold 0), 352x128 instead of 1408x512, epochs 4/4/5/7/9/15 instead of "
         "35/40/50/70/90/150"]
+    sized = plan_experiment(get_experiment("add-one"), load_config("ksdd", input_size=(704, 256)), scale=0.25)
+    assert sized[0].config.input_size is None and reduced_statement(sized) == ["reduced: 352x128 instead of 1408x512"]
     full = plan_experiment(get_experiment("disable-one"), load_config("ksdd"))
     assert reduced_statement(full) == [] and full[0].folds == (0, 1, 2) and full[0].config.epochs == 35
     with pytest.raises(InputError, match="no row 'n7'"):
