@@ -117,3 +117,23 @@ def test_cli_runs_a_row_and_reports_errors_in_one_line(tmp_path):
 
     bad = runner.invoke(main, args + ["--only", "nope"])
     assert bad.exit_code == 2 and bad.output.strip().splitlines()[-1].startswith("Error: experiment 'disable-one'")
+
+
+def test_a_diverged_row_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    import kdefect.training
+    from kdefect.errors import TrainingDiverged
+
+    calls = []
+
+    def fake_train(config, output=None, **kwargs):
+        calls.append(config.dyn_balance)
+        if not config.dyn_balance:
+            raise TrainingDiverged(1, "cls_loss", float("nan"))
+        return {"ap": 0.5, "ap_trapezoid": 0.5, "auc": 0.5, "fp": 1, "fn": 2, "wall_time_seconds": 0.1}
+
+    monkeypatch.setattr(kdefect.training, "train", fake_train)
+    rows = run_experiment("add-one", TINY, tmp_path, only=["nothing", "db"], log=lambda *a: None)
+    assert calls == [False, True]
+    assert [(r["status"], r["ap"], r["fp_fn"]) for r in rows[:2]] == [("diverged (fold 0)", None, None),
+                                                                       ("trained", 50.0, "1+2")]
+    assert "| nothing | nothing (all four off) | 2 (paper 10) | – | – |" in (tmp_path / "summary.md").read_text()
