@@ -72,8 +72,9 @@ def test_batch_update_equals_reference_sum_of_per_image_gradients():
     model.train_on_batch(x, y)
     for b, s, v in zip(before, summed, model.trainable_variables):
         step = b - v.numpy()
-        # float32 weights near 1 carry ~1e-7 absolute noise, so compare steps to 1e-3 relative
-        assert np.linalg.norm(step - lr * s) <= 1e-3 * np.linalg.norm(lr * s) + 1e-8, v.path
+        # Allowed: 1e-3 of the step (summation order) plus float32 rounding of the weights themselves.
+        tolerance = 1e-3 * np.linalg.norm(lr * s) + 2e-7 * np.linalg.norm(b)
+        assert np.linalg.norm(step - lr * s) <= tolerance, v.path
 
 
 def test_lambda_schedule_per_epoch_and_zero_classification_weight_in_epoch_0():
