@@ -66,6 +66,33 @@ def folds_of(config):
     return list(MULTI_FOLD.get(config.dataset, (0,)))
 
 
+def check_training_set(samples, config):
+    """Raise ``InputError`` when ``samples`` cannot make a training epoch under ``config``.
+
+    An epoch shows every defective image once plus as many defect-free ones,
+    in whole batches: it needs at least one defective image, at least as many
+    defect-free ones, and at least ``batch_size`` images in all. Checked
+    before the run directory is created.
+
+    Example:
+    >>> from kdefect.config import TrainConfig
+    >>> from kdefect.data.samples import SampleSet
+    >>> clean = SampleSet.from_arrays(np.zeros((3, 64, 64, 1), np.uint8), [None] * 3)
+    >>> try:
+    ...     check_training_set(clean, TrainConfig())
+    ... except InputError as err:
+    ...     print(err)
+    cannot train on the synthetic training set (3 images, 0 defective): the training set has no positive (defective) samples
+    """
+    try:
+        epoch_schedule(samples.is_positive, 1, config.batch_size, config.freq_sampling, config.seed)
+    except ValueError as err:
+        raise InputError(
+            f"cannot train on the {config.dataset} training set ({len(samples)} images, "
+            f"{int(np.sum(samples.is_positive))} defective): {err}"
+        ) from None
+
+
 def resolve_precision(name, gpus=None, cpuinfo=None):
     """The Keras dtype policy for a precision name; ``auto`` picks what the hardware runs fastest.
 
@@ -433,6 +460,7 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
         raise InputError("--resume is not supported with --strategy multi-worker; start over with --overwrite")
     folds = folds_of(config)
     first = load_splits(config.replace(fold=folds[0]))
+    check_training_set(first.train, config)
     if resume:
         run_dir = Path(output)
     else:
@@ -444,6 +472,8 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
     for k, fold in enumerate(folds):
         fold_config = config.replace(fold=fold)
         splits = first if k == 0 else load_splits(fold_config)
+        if k:
+            check_training_set(splits.train, fold_config)
         fold_dir = run_dir if len(folds) == 1 else run_dir / f"fold_{fold}"
         fold_dir.mkdir(exist_ok=True)
         if len(folds) > 1:

@@ -107,6 +107,18 @@ def test_mask_without_its_image(tmp_path):
     assert not out.exists()
 
 
+def test_training_set_without_defective_images(tmp_path):
+    data, out = folder_dataset(tmp_path / "data", positives=0, negatives=6), tmp_path / "run"
+    assert_one_line_error(train_folder(data, out), "0 defective", "no positive")
+    assert not out.exists()
+
+
+def test_batch_larger_than_an_epoch(tmp_path):
+    data, out = folder_dataset(tmp_path / "data", positives=4, negatives=6), tmp_path / "run"
+    assert_one_line_error(train_folder(data, out, "--batch-size", 64), "batch size 64 is larger than an epoch")
+    assert not out.exists()
+
+
 # --------------------------------------------------------------- options
 def test_input_size_not_divisible_by_8(tmp_path):
     out = tmp_path / "run"
