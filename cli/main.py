@@ -8,6 +8,7 @@ Shell completion (bash): ``eval "$(_KDEFECT_COMPLETE=bash_source kdefect)"``
 (``zsh_source`` / ``fish_source`` for other shells).
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -211,9 +212,10 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
         if given:
             raise UserError("--resume continues a run with its saved config.yaml and takes no other "
                             f"settings (given: {', '.join(given)})")
-        metrics = resume_run(resume_dir, verbose=2 if quiet else "auto", figures=not no_figures,
-                             log=(lambda *a: None) if quiet else click.echo, data_dir=data_dir,
-                             strategy=strategy)
+        with _resume_hint_on_interrupt(resume_dir):
+            metrics = resume_run(resume_dir, verbose=2 if quiet else "auto", figures=not no_figures,
+                                 log=(lambda *a: None) if quiet else click.echo, data_dir=data_dir,
+                                 strategy=strategy)
         _print_metrics(metrics)
         return
     config = load_config(dataset, config_file, **overrides)  # --dataset wins over --config's
@@ -222,10 +224,33 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
     if not quiet:
         click.echo("Effective configuration:")
         click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
-    metrics = run_training(config, output=output, overwrite=overwrite,
-                           verbose=2 if quiet else "auto", figures=not no_figures,
-                           log=(lambda *a: None) if quiet else click.echo)
+    from kdefect.training import default_output
+
+    output = output or str(default_output(config))
+    with _resume_hint_on_interrupt(output):
+        metrics = run_training(config, output=output, overwrite=overwrite,
+                               verbose=2 if quiet else "auto", figures=not no_figures,
+                               log=(lambda *a: None) if quiet else click.echo)
     _print_metrics(metrics)
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C during training; exit code 130 like a shell's SIGINT."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def _resume_hint_on_interrupt(run_dir):
+    """Turn Ctrl-C during training into one line that says how to continue the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from kdefect.training import run_status
+
+        if run_status(run_dir) == "interrupted":
+            raise Interrupted(f"interrupted; continue with `kdefect train --resume {run_dir}`") from None
+        raise
 
 
 def _print_metrics(metrics):

@@ -229,3 +229,21 @@ def test_multi_fold_resume_keeps_finished_folds_and_continues_the_interrupted_on
     weights = [_weights(run / f"fold_{k}" / "model.keras") for k in (0, 1)]
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
+    import kdefect.training as training
+    from kdefect.callbacks import NonFiniteGuard
+
+    class CtrlC(NonFiniteGuard):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+            super().on_epoch_begin(epoch, logs)
+
+    monkeypatch.setattr(training, "NonFiniteGuard", CtrlC)
+    run = tmp_path / "run"
+    stopped = _cli(*_train_args(tmp_path, run, epochs=2))
+    assert stopped.returncode == 130
+    assert stopped.stderr == f"Error: interrupted; continue with `kdefect train --resume {run}`\n"
+    assert _state(run)["epoch"] == 1
