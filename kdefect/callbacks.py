@@ -254,6 +254,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.validation = validation
         self.extra = dict(extra or {})
 
+    def on_train_begin(self, logs=None):
+        # Temporary files of a process killed while writing: never referenced, safe to drop.
+        for stale in self.directory.glob(".*.tmp-*"):
+            stale.unlink()
+
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         if not weights_finite(self.model):

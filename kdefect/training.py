@@ -421,7 +421,8 @@ def _mark_done(fold_dir, rows):
     state.update(status="done", rows=rows)
     (fold_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
     write_json_atomic(fold_dir / CHECKPOINT_DIR / "state.json", state)
-    for old in (fold_dir / CHECKPOINT_DIR).glob("epoch-*.keras"):
+    folder = fold_dir / CHECKPOINT_DIR
+    for old in [*folder.glob("epoch-*.keras"), *folder.glob(".*.tmp-*")]:
         old.unlink()
 
 
