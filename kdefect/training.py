@@ -5,7 +5,7 @@ Example:
 >>> cfg = TrainConfig(num_samples=24, input_size=(64, 128), epochs=1, batch_size=4)
 >>> metrics = train(cfg, output="/tmp/kdefect-doctest-run", overwrite=True, verbose=0)
 >>> sorted(k for k in ("ap", "auc", "fp", "fn") if k in metrics)
-['ap', 'auc', 'fp', 'fn']
+['ap', 'auc', 'fn', 'fp']
 """
 
 import hashlib
