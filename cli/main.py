@@ -18,6 +18,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
 
+
+def quiet_tensorflow_import():
+    """Import TensorFlow with its start-up chatter (absl/oneDNN lines on stderr) hidden.
+
+    Those lines are printed by C++ before logging is configured, so no
+    environment variable hides them; set ``KDEFECT_TF_LOGS=1`` to see them.
+    """
+    if os.environ.get("KDEFECT_TF_LOGS") == "1" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+quiet_tensorflow_import()  # `import kdefect` loads TensorFlow; keep its start-up chatter off stderr
+
 from kdefect.config import DATASETS, PRECISIONS, STRATEGIES  # noqa: E402
 from kdefect.errors import InputError, TrainingDiverged  # noqa: E402
 
@@ -69,25 +91,6 @@ def _parse_fold(ctx, param, value):
         return int(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a fold number or 'all'") from None
-
-
-def quiet_tensorflow_import():
-    """Import TensorFlow with its start-up chatter (absl/oneDNN lines on stderr) hidden.
-
-    Those lines are printed by C++ before logging is configured, so no
-    environment variable hides them; set ``KDEFECT_TF_LOGS=1`` to see them.
-    """
-    if os.environ.get("KDEFECT_TF_LOGS") == "1" or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _off(flag):

@@ -1,7 +1,8 @@
 """kdefect: end-to-end two-stage surface-defect detection (SegDecNet) in Keras 3.
 
-The public API is imported lazily, so ``import kdefect.config`` (and the
-CLI's ``--help``) does not pay for importing TensorFlow.
+``import kdefect`` registers the model and its layers with Keras, so
+``keras.saving.load_model("model.keras")`` works right after it; the rest of
+the public API (training, export, prediction) is imported on first use.
 
 Example:
 >>> import kdefect
@@ -36,6 +37,8 @@ _API = {
 }
 
 __all__ = sorted(_API) + ["__version__"]
+
+from kdefect.model import SegDecNet  # noqa: E402,F401  (registers kdefect>SegDecNet and its layers)
 
 
 def __getattr__(name):

@@ -72,6 +72,7 @@ class Predictor:
         self.channels = channels
         self._run = run
         self._threshold = threshold
+        self.last_labels = None
 
     @property
     def threshold(self):
@@ -90,12 +91,17 @@ class Predictor:
         >>> load_predictor("/tmp/kd.tflite").predict(np.zeros((2, 64, 32), np.uint8))[0].shape
         (2,)
         """
-        scores, maps = [], []
+        scores, maps, labels = [], [], []
         for image in as_uint8_images(images, self.channels):
             outputs = self._run(image[None])
             scores.append(float(outputs["score"][0]))
             maps.append(np.asarray(outputs["segmentation"][0], np.float32))
+            labels.append(bool(outputs["label"][0]))
             self._threshold = float(outputs["threshold"][0])
+        # The model's own in-graph decisions at its stored threshold. For int8
+        # TFLite they are the authoritative ones: score and threshold are
+        # quantised separately, so re-comparing them can flip a borderline case.
+        self.last_labels = np.asarray(labels, bool)
         return np.asarray(scores, np.float32), maps
 
     def decide(self, scores, threshold=None):
@@ -344,7 +350,7 @@ def predict_files(model, inputs, output_dir, threshold=None, overlays=True, call
         image = read_image(path, predictor.channels)
         scores, maps = predictor.predict([image])
         used = predictor.threshold if threshold is None else threshold
-        decision = bool(scores[0] >= used)
+        decision = bool(predictor.last_labels[0]) if threshold is None else bool(scores[0] >= used)
         row = {"image": str(path), "score": float(scores[0]), "decision": int(decision),
                "threshold": used, "overlay": None}
         if overlays:
