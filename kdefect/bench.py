@@ -11,7 +11,9 @@
   called with uint8 images exactly as served);
 * **input pipeline** on its own: images/s of ``training_dataset`` with no
   model attached, and the fraction of a training step it would take;
-* **peak resident memory** (``resource.getrusage``) after training and at the end;
+* **peak resident memory** (``resource.getrusage``, a high-water mark) after
+  loading the data, after training (``peak_rss_mb``: what training needs) and
+  at the end (exports and their conversion included);
 * **FLOPs** per training step counted from the layer list and the achieved
   GFLOP/s, against the **roof**: the measured throughput of a large dense
   ``tf.linalg.matmul`` in the same compute dtype.
@@ -373,6 +375,7 @@ def run_bench(dataset="synthetic", input_size=None, scale=None, precision="auto"
         input_shape = splits.train.input_shape
         result["input_size"] = list(input_shape[:2])
         result["load_seconds"] = time.perf_counter() - start
+        result["peak_rss_after_load_mb"] = peak_rss_mb()  # TF runtime + the data, before any model
         log(f"{config.dataset} {input_shape[0]}x{input_shape[1]}: {len(splits.train)} training images "
             f"loaded in {result['load_seconds']:.1f} s")
 
@@ -455,7 +458,7 @@ def format_table(result):
         m = result["machine"]
         load = f", load average {m['load_average'][0]:.1f}" if m.get("load_average") else ""
         lines.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['gpus']} GPUs, TF {m['tensorflow']}{load}")
-    rows = [("measure", "value", "")]
+    rows = [("measure", "value", "note")]
 
     def add(name, value, note=""):
         rows.append((name, value, note))
@@ -479,7 +482,9 @@ def format_table(result):
         else:
             note = f"{stats['images_per_second']:.2f} images/s"
             if "export_seconds" in stats:
-                note += f", export {stats['export_seconds']:.1f} s"
+                note += f", float32 export {stats['export_seconds']:.1f} s"
+            elif "compute_dtype" in result:
+                note += f", {result['compute_dtype']}"
             add(f"inference {name}", _fmt_seconds(stats["seconds_per_image"]) + "/image", note)
     if "pipeline_images_per_second" in result:
         note = ""
@@ -487,8 +492,12 @@ def format_table(result):
             note = f"{100 * result['pipeline_fraction_of_step']:.3f} % of a step"
         add("input pipeline alone", f"{result['pipeline_images_per_second']:.0f} images/s", note)
     if "peak_rss_mb" in result:
-        add("peak RSS after training", f"{result['peak_rss_mb']:.0f} MB",
-            f"end of run {result['peak_rss_end_mb']:.0f} MB" if "peak_rss_end_mb" in result else "")
+        notes = []
+        if "peak_rss_after_load_mb" in result:
+            notes.append(f"after loading data {result['peak_rss_after_load_mb']:.0f} MB")
+        if "peak_rss_end_mb" in result:
+            notes.append(f"end of run {result['peak_rss_end_mb']:.0f} MB")
+        add("peak RSS after training", f"{result['peak_rss_mb']:.0f} MB", ", ".join(notes))
     widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
     lines.append("  ".join(str(v).ljust(w) for v, w in zip(rows[0], widths)).rstrip())
     lines.append("  ".join("-" * w for w in widths))

@@ -27,8 +27,11 @@ def _xavier_normal():
     )
 
 
-def _conv_block(x, filters, kernel_size, name):
-    """Conv (no bias, 'same') -> FeatureNorm -> ReLU, as the reference's conv block."""
+def _conv_block(x, filters, kernel_size, name, conv_dtype=None):
+    """Conv (no bias, 'same') -> FeatureNorm -> ReLU, as the reference's conv block.
+
+    ``conv_dtype`` overrides the dtype policy of the convolution alone (None: the global policy).
+    """
     x = layers.Conv2D(
         filters,
         kernel_size,
@@ -36,6 +39,7 @@ def _conv_block(x, filters, kernel_size, name):
         use_bias=False,
         kernel_initializer=_xavier_normal(),
         name=f"{name}_conv",
+        dtype=conv_dtype,
     )(x)
     x = FeatureNorm(name=f"{name}_fn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
@@ -141,7 +145,10 @@ class SegDecNet(keras.Model):
         d = GradientScale(multiplier, name="dec_grad_features")(d)
         for i, filters in enumerate((8, 16, 32)):
             d = layers.MaxPooling2D(2, name=f"dec_pool{i + 1}")(d)
-            d = _conv_block(d, filters, 5, f"dec_block{i + 1}")
+            # The 1025-channel conv computes in float32 under every policy: TF 2.21's oneDNN
+            # bfloat16 convolution with an odd channel count sometimes returns NaN for finite
+            # inputs (docs/PERFORMANCE.md); in float32 it costs < 0.3 % of the step.
+            d = _conv_block(d, filters, 5, f"dec_block{i + 1}", conv_dtype="float32" if i == 0 else None)
         feat_pool = GlobalPoolStack(name="dec_feature_pool")(d)
         seg_pool = GlobalPoolStack(name="dec_seg_pool", dtype="float32")(seg_logits)
         seg_pool = GradientScale(multiplier, name="dec_grad_seg", dtype="float32")(seg_pool)

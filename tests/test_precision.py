@@ -34,6 +34,8 @@ def test_bf16_model_keeps_logits_losses_and_variables_in_float32():
     model = build_model(TrainConfig(precision="mixed_bfloat16"), TINY)
     assert keras.config.dtype_policy().name == "float32"  # build_model leaves the global policy alone
     assert model.get_layer("seg_block4_1_conv").compute_dtype == "bfloat16"
+    # oneDNN's bf16 conv with 1025 (odd) input channels sometimes returns NaN: that one stays float32
+    assert model.get_layer("dec_block1_conv").compute_dtype == "float32"
     assert all(v.dtype == "float32" for v in model.weights)
     x = np.random.default_rng(0).random((2,) + TINY, dtype=np.float32)
     decision, segmentation = model(x)
