@@ -140,8 +140,7 @@ def test_unknown_dataset_name(tmp_path):
 
 @pytest.fixture()
 def ksdd_env(tmp_path_factory):
-    if not KSDD_ZIP.exists():
-        pytest.skip(f"{KSDD_ZIP} is not available")
+    assert KSDD_ZIP.exists(), f"the shared KolektorSDD archive is missing: {KSDD_ZIP}"
     return {"KDEFECT_DATA_DIR": str(KSDD_ZIP)}
 
 

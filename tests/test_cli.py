@@ -162,7 +162,6 @@ def test_explicit_dataset_wins_over_the_config_file(tmp_path):
     assert (taken / "keep.txt").exists()
 
 
-@pytest.mark.skipif(not (SHARED / "datasets" / "KolektorSDD.zip").exists(), reason="no shared KSDD archive")
 def test_ksdd_positives_10_resolves_the_paper_protocol(tmp_path):
     """``kdefect train --dataset ksdd --positives 10``: 3 joined folds, 90 epochs (no training here)."""
     taken = tmp_path / "taken"
@@ -365,8 +364,7 @@ def test_predict_threshold_override_and_no_overlays(round_trip, new_parts, tmp_p
 # --------------------------------------------------------- installed executable
 def _executable():
     path = Path(sys.executable).with_name("kdefect")
-    if not path.exists():
-        pytest.skip("the kdefect console script is not installed next to this Python")
+    assert path.exists(), f"the kdefect console script is not installed next to this Python ({path})"
     return str(path)
 
 

@@ -49,7 +49,6 @@ def _leftovers(folder):
     return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
 
 
-@pytest.mark.skipif(not SHARED_ZIP.is_file(), reason="shared KolektorSDD archive not available")
 def test_download_verify_extract_and_reuse(server, tmp_path):
     base, _ = server
     digest = sha256sum(SHARED_ZIP)  # the shared copy differs from the official archive

@@ -16,7 +16,6 @@ from kdefect.errors import InputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 ZIP = SHARED / "KolektorSDD.zip"
-pytestmark = pytest.mark.skipif(not ZIP.is_file(), reason=f"shared KolektorSDD archive not found at {ZIP}")
 SCALE = 0.125  # 176x64: fast on CPUs, still a valid SegDecNet input
 
 

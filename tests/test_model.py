@@ -5,7 +5,6 @@ import pytest
 import keras
 import tensorflow as tf
 
-import kdefect
 from kdefect import FeatureNorm, SegDecNet
 from kdefect.losses import classification_loss
 

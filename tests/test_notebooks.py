@@ -54,7 +54,7 @@ def test_notebook_is_stored_without_outputs(path):
 @pytest.fixture(scope="session")
 def kernel_path(tmp_path_factory):
     """A Jupyter data folder whose ``python3`` kernel is this interpreter (not another install's)."""
-    kernelspec = pytest.importorskip("ipykernel.kernelspec")
+    from ipykernel import kernelspec
     data = tmp_path_factory.mktemp("jupyter")
     kernelspec.write_kernel_spec(path=data / "kernels" / "python3")
     return data
@@ -63,16 +63,15 @@ def kernel_path(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_notebook_runs_in_smoke_mode(path, tmp_path, tmp_path_factory, monkeypatch, kernel_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
 
     jupyter_path = [str(kernel_path)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(jupyter_path))  # searched before user and system kernels
     monkeypatch.setenv("KDEFECT_SMOKE", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as for a user
     if "kolektorsdd" in path.name and not os.environ.get("KDEFECT_DATA_DIR"):
-        if not KSDD_ZIP.is_file():
-            pytest.skip(f"KolektorSDD not available: set KDEFECT_DATA_DIR (no archive at {KSDD_ZIP})")
+        assert KSDD_ZIP.is_file(), f"KolektorSDD not available: set KDEFECT_DATA_DIR (no archive at {KSDD_ZIP})"
         monkeypatch.setenv("KDEFECT_DATA_DIR", str(KSDD_ZIP))
     if not os.environ.get("KDEFECT_CACHE_DIR"):  # extract archives into a temporary cache
         monkeypatch.setenv("KDEFECT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kdefect-cache"))
