@@ -146,8 +146,8 @@ class SegDecNet(keras.Model):
         for i, filters in enumerate((8, 16, 32)):
             d = layers.MaxPooling2D(2, name=f"dec_pool{i + 1}")(d)
             # The 1025-channel conv computes in float32 under every policy: TF 2.21's oneDNN
-            # bfloat16 convolution with an odd channel count sometimes returns NaN for finite
-            # inputs (docs/PERFORMANCE.md); in float32 it costs < 0.3 % of the step.
+            # bfloat16 convolution with 1025 input channels sometimes returns NaN for finite
+            # inputs (benchmarks/bf16_conv_nan.py); in float32 it costs < 0.3 % of the step.
             d = _conv_block(d, filters, 5, f"dec_block{i + 1}", conv_dtype="float32" if i == 0 else None)
         feat_pool = GlobalPoolStack(name="dec_feature_pool")(d)
         seg_pool = GlobalPoolStack(name="dec_seg_pool", dtype="float32")(seg_logits)

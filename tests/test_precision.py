@@ -80,6 +80,7 @@ def test_bf16_training_reaches_float32_ap(tmp_path):
         metrics = train(cfg, output=tmp_path / precision, verbose=0, figures=False)
         assert metrics["training_precision"] == precision
         aps[precision] = metrics["ap"]
+    print("synthetic AP by training precision:", aps)
     assert aps["mixed_bfloat16"] >= 0.8, aps
     assert aps["mixed_bfloat16"] >= aps["float32"] - 0.05, aps
     # trained in bf16, saved (and evaluated) in float32
