@@ -6,9 +6,10 @@
   the real ``tf.data`` pipeline, after ``warmup`` steps (tracing, first
   allocations) that are not counted;
 * **inference**: median latency of one batch through the Keras model (a
-  ``tf.function``, no pre/post-processing) and through each exported format
-  (SavedModel and TFLite float32/float16/int8, written by ``kdefect.export``,
-  called with uint8 images exactly as served);
+  ``tf.function`` in the benchmark's precision, no pre/post-processing) and
+  through each exported format (SavedModel and TFLite float32/float16/int8,
+  written by ``kdefect.export`` from the float32 copy of the model, called
+  with uint8 images exactly as served);
 * **input pipeline** on its own: images/s of ``training_dataset`` with no
   model attached, and the fraction of a training step it would take;
 * **peak resident memory** (``resource.getrusage``, a high-water mark) after
@@ -482,7 +483,7 @@ def format_table(result):
         else:
             note = f"{stats['images_per_second']:.2f} images/s"
             if "export_seconds" in stats:
-                note += f", float32 export {stats['export_seconds']:.1f} s"
+                note += f", export {stats['export_seconds']:.1f} s"
             elif "compute_dtype" in result:
                 note += f", {result['compute_dtype']}"
             add(f"inference {name}", _fmt_seconds(stats["seconds_per_image"]) + "/image", note)
