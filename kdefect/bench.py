@@ -50,7 +50,8 @@ import tensorflow as tf
 
 from kdefect.errors import InputError
 
-EXPORT_FORMATS = ("saved_model", "tflite-float32", "tflite-float16", "tflite-int8")
+TFLITE_QUANTIZE = {"tflite-float32": None, "tflite-float16": "float16", "tflite-int8": "int8"}
+EXPORT_FORMATS = ("saved_model",) + tuple(TFLITE_QUANTIZE)
 REQUIRED_KEYS = (
     "train_seconds_per_image",
     "infer_seconds_per_image",
@@ -199,7 +200,7 @@ def _training_batches(splits, config, batches):
     epochs = max(1, math.ceil(batches / per_epoch))
     schedule, _ = epoch_schedule(splits.train.is_positive, epochs, config.batch_size, seed=config.seed)
     dataset = training_dataset(splits.train, schedule, config.batch_size, config.cls_target, config.weighted)
-    return dataset.take(batches), per_epoch
+    return dataset.take(batches)
 
 
 def bench_pipeline(splits, config, seconds=1.0, max_batches=2000):
@@ -213,7 +214,7 @@ def bench_pipeline(splits, config, seconds=1.0, max_batches=2000):
     >>> bench_pipeline(load_splits(cfg), cfg, seconds=0.2) > 0
     True
     """
-    dataset, _ = _training_batches(splits, config, max_batches + 1)
+    dataset = _training_batches(splits, config, max_batches + 1)
     iterator = iter(dataset)
     next(iterator)
     start, images = time.perf_counter(), 0
@@ -234,7 +235,7 @@ def bench_training(model, splits, config, steps, warmup):
     >>> len(bench_training(build_model(cfg, (128, 64, 1)), load_splits(cfg), cfg, steps=2, warmup=1))
     2
     """
-    dataset, _ = _training_batches(splits, config, steps + warmup)
+    dataset = _training_batches(splits, config, steps + warmup)
     timer = _StepTimer()
     model.seg_loss_weight.assign(0.5)  # both loss terms active, as mid-run
     model.fit(dataset, epochs=1, steps_per_epoch=steps + warmup, callbacks=[timer], verbose=0, shuffle=False)
@@ -279,7 +280,7 @@ def bench_exports(model, images, representative, repeats, formats=EXPORT_FORMATS
                 if name == "saved_model":
                     path = saved_model
                 else:
-                    quantize = {"tflite-float32": None}.get(name, name.split("-")[1])
+                    quantize = TFLITE_QUANTIZE[name]
                     path = export_tflite(saved_model, Path(tmp) / f"{name}.tflite", quantize=quantize,
                                          representative_images=representative if quantize == "int8" else None)
                 export_seconds = time.perf_counter() - start
