@@ -16,10 +16,12 @@ import csv
 from pathlib import Path
 
 from kdefect.experiments import input_size_of, protocol_folds
+from kdefect.reports import plot_experiment
 
 PAPER_COLUMN = {"ksdd": "ksdd", "dagm": "dagm", "steel": "severstal"}  # our dataset -> the paper's column
 NOT_COMPARED = ("data_dir", "fold", "input_size", "scale", "epochs", "in_memory", "extra", "seed")
 DASH = "–"
+SUMMARY_PNG = "summary.png"
 
 
 def _size(hw):
@@ -153,7 +155,8 @@ def _md(value, suffix=""):
 
 
 def write_summary(experiment, planned, rows, output_dir, wall_time=0.0):
-    """Write ``summary.csv`` and ``summary.md`` into ``output_dir``; return their paths.
+    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` (AP per row, ours beside the
+    paper's) into ``output_dir``; return the paths of the first two.
 
     Example:
     >>> from kdefect.config import load_config
@@ -187,7 +190,10 @@ def write_summary(experiment, planned, rows, output_dir, wall_time=0.0):
         cells = [row["row"], row["label"], epochs, _md(ours), _md(row["fp_fn"]), _md(_ap_text(row["paper_ap"])),
                  _md(row["paper_fp_fn"])] + [_md(row[k]) for k in extra] + [row["status"]]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines += ["", "FP+FN: false positives + false negatives. Per-row run folders (reports, metrics.json) are "
+    png = plot_experiment([row["label"] for row in rows], [row["ap"] for row in rows],
+                          [row["paper_ap"] for row in rows], f"Table {experiment.table}: AP", output_dir / SUMMARY_PNG)
+    lines += ["", f"![AP per row, ours beside the paper's]({png.name})", "",
+              "FP+FN: false positives + false negatives. Per-row run folders (reports, metrics.json) are "
               "next to this file."]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path

@@ -104,6 +104,38 @@ def plot_pr_roc(labels, scores, out_dir):
     return pr_png, roc_png
 
 
+def plot_experiment(labels, ours, paper, title, out_png):
+    """Bar chart of an experiment's AP per row: ours beside the paper's; return the path.
+
+    ``ours`` and ``paper`` are AP values in percent, ``None`` where missing
+    (a row not run, or a number the paper does not give); each bar is labelled.
+
+    Example:
+    >>> import tempfile, os
+    >>> png = plot_experiment(["33 positives", "5 positives"], [99.2, None], [100.0, 96.71],
+    ...                       "Table II", os.path.join(tempfile.mkdtemp(), "summary.png"))
+    >>> png.name
+    'summary.png'
+    """
+    n = len(labels)
+    fig = _figure(7, 1.2 + 0.55 * n)
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    for offset, values, name, color in ((-0.2, ours, "kdefect", "tab:blue"), (0.2, paper, "paper", "tab:grey")):
+        width = [0.0 if v is None else float(v) for v in values]
+        bars = ax.barh(y + offset, width, height=0.38, color=color, label=name)
+        for bar, value in zip(bars, values):
+            text = "not run" if value is None and name == "kdefect" else ("–" if value is None else f"{value:.2f}")
+            ax.text(max(bar.get_width(), 0) + 0.5, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set(xlabel="AP (%)", xlim=(0, 112), title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
 def _read_history(history):
     """A history as ``{column: [floats]}`` from a CSV path or a mapping of lists."""
     if isinstance(history, (str, os.PathLike)):

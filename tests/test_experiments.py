@@ -87,6 +87,7 @@ def test_tiny_ablation_end_to_end_and_resume(tmp_path):
     assert table[0]["paper_ap"] == "" and table[0]["paper_ksdd"] == "99.77 (0+1)"
     assert float(table[4]["ap"]) == rows[4]["ap"] and table[4]["fp"] == str(rows[4]["fp"])
     md = (out / "summary.md").read_text()
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](summary.png)" in md
     assert "- reduced: 64x128 instead of 128x128, 1 epoch instead of 10" in md
     assert "paper: – (the paper reports no synthetic results)" in md
     line = next(l for l in md.splitlines() if l.startswith("| all |"))
