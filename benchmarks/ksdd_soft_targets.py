@@ -19,9 +19,9 @@ import sys
 import numpy as np
 
 from kdefect.data.download import dataset_root
-from kdefect.data.imageio import read_mask
 from kdefect.data.labels import LabelConfig, prepare_label
 from kdefect.data.loaders.ksdd import REFERENCE_SIZE, folder_records
+from kdefect.data.records import load_mask
 
 
 def positive_masks(root):
@@ -29,10 +29,8 @@ def positive_masks(root):
     out = []
     for folder in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("kos")):
         for record in folder_records(root, folder):
-            mask = np.asarray(read_mask(record.mask))
-            if mask.ndim == 3:
-                mask = mask.max(axis=-1)
-            if mask.any():
+            mask = load_mask(record)
+            if mask is not None and mask.any():
                 out.append((record.name, mask))
     return out
 

@@ -90,12 +90,21 @@ def choose_in_memory(num_samples, input_shape, override=None):
     return num_samples * height * width * channels <= IN_MEMORY_LIMIT_BYTES
 
 
-def _load_mask(record):
+def load_mask(record):
+    """The 2-D mask of a ``Record`` at its original size (None for a defect-free record).
+
+    Colour masks are flattened with a maximum over their channels.
+
+    Example:
+    >>> load_mask(Record("a", "a.png")) is None
+    True
+    >>> load_mask(Record("b", "b.png", lambda: np.ones((2, 3, 3), np.uint8))).shape
+    (2, 3)
+    """
     if record.mask is None:
         return None
-    if callable(record.mask):
-        return np.asarray(record.mask())
-    return read_mask(record.mask)
+    mask = np.asarray(record.mask()) if callable(record.mask) else np.asarray(read_mask(record.mask))
+    return mask.max(axis=-1) if mask.ndim == 3 else mask
 
 
 def _process(record, input_shape, labels, in_memory):
@@ -112,10 +121,8 @@ def _process(record, input_shape, labels, in_memory):
                 f"{', '.join(STREAMABLE_SUFFIXES)}); convert it or set in_memory to true"
             )
         image, original = None, image_size(record.image_path)
-    mask = _load_mask(record)
+    mask = load_mask(record)
     if mask is not None:
-        if mask.ndim == 3:
-            mask = mask.max(axis=-1)
         if mask.shape != tuple(original):
             source = record.mask_path() or "its mask"
             raise InputError(
