@@ -104,11 +104,31 @@ def plot_pr_roc(labels, scores, out_dir):
     return pr_png, roc_png
 
 
+def ap_axis_limits(values):
+    """The AP axis of :func:`plot_experiment`: from just below the lowest value to past 100.
+
+    Leaves room right of 100 for the value labels; ``None`` values are ignored.
+
+    Example:
+    >>> ap_axis_limits([98.41, None, 100.0])
+    (98.1715, 100.64)
+    >>> ap_axis_limits([46.13, 96.71])[0] < 46.13
+    True
+    """
+    values = [float(v) for v in values if v is not None]
+    low = min(values, default=0.0)
+    left = max(0.0, low - 0.15 * max(100.0 - low, 1.0))
+    return round(left, 4), round(100.0 + 0.35 * (100.0 - left), 4)
+
+
 def plot_experiment(labels, ours, paper, title, out_png):
-    """Bar chart of an experiment's AP per row: ours beside the paper's; return the path.
+    """Dot chart of an experiment's AP per row: ours beside the paper's; return the path.
 
     ``ours`` and ``paper`` are AP values in percent, ``None`` where missing
-    (a row not run, or a number the paper does not give); each bar is labelled.
+    (a row not run, or a number the paper does not give); each dot is labelled.
+    The AP axis ends at 100 and starts just below the lowest value shown, so that
+    differences of a fraction of a point stay visible (dots, not bars, because a
+    bar on an axis that does not start at 0 would misstate its length).
 
     Example:
     >>> import tempfile, os
@@ -118,18 +138,26 @@ def plot_experiment(labels, ours, paper, title, out_png):
     'summary.png'
     """
     n = len(labels)
-    fig = _figure(7, 1.2 + 0.55 * n)
+    left, right = ap_axis_limits(list(ours) + list(paper))
+    fig = _figure(7, 1.2 + 0.45 * n)
     ax = fig.add_subplot()
     y = np.arange(n)
-    for offset, values, name, color in ((-0.2, ours, "kdefect", "tab:blue"), (0.2, paper, "paper", "tab:grey")):
-        width = [0.0 if v is None else float(v) for v in values]
-        bars = ax.barh(y + offset, width, height=0.38, color=color, label=name)
-        for bar, value in zip(bars, values):
-            text = "not run" if value is None and name == "kdefect" else ("–" if value is None else f"{value:.2f}")
-            ax.text(max(bar.get_width(), 0) + 0.5, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
+    for offset, series, name, color, marker in ((-0.15, ours, "kdefect", "tab:blue", "o"),
+                                                 (0.15, paper, "paper", "tab:grey", "s")):
+        for yi, value in zip(y + offset, series):
+            if value is None:
+                if name == "kdefect":
+                    ax.text(left + 0.01 * (right - left), yi, "not run", va="center", fontsize=8, color=color)
+                continue
+            ax.hlines(yi, left, float(value), color=color, alpha=0.25, linewidth=1)
+            ax.plot(float(value), yi, marker, color=color, markersize=6)
+            ax.text(float(value) + 0.02 * (right - left), yi, f"{value:.2f}", va="center", fontsize=8, color=color)
+        ax.plot([], [], marker, color=color, label=name)
+    ax.axvline(100.0, color="black", linewidth=0.6, alpha=0.5)
     ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    ax.set(xlabel="AP (%)", xlim=(0, 112), title=title)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set(xlabel="AP (%)", xlim=(left, right), title=title)
+    ax.set_xticks([t for t in ax.get_xticks() if left <= t <= 100.0])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -164,3 +164,16 @@ def test_write_report_for_joined_folds(tmp_path):
     joined = kdefect.metrics.join_folds(folds)
     md, page = write_report(tmp_path, joined, [], {})
     assert "fold 1" in md.read_text() and "fold 1" in page.read_text()
+
+
+def test_plot_experiment_axis_zooms_to_the_values(tmp_path):
+    """Ablation rows differ by fractions of a point: the AP axis must not start at 0."""
+    from kdefect.reports import ap_axis_limits, plot_experiment
+
+    left, right = ap_axis_limits([98.41, 99.21, None, 99.75, 100.0])
+    assert 97.5 < left < 98.41 and right > 100.0
+    left, _ = ap_axis_limits([46.13, 96.71])
+    assert 30.0 < left < 46.13
+    assert ap_axis_limits([None]) == (0.0, 135.0)
+    png = plot_experiment(["all on", "DB off"], [99.21, None], [100.0, 99.75], "Table III", tmp_path / "s.png")
+    assert imread(png).shape[0] > 100
