@@ -15,7 +15,8 @@ import kdefect.reports
 from kdefect.data.labels import LabelConfig, distance_weights, downsize
 from kdefect.data.synthetic import make_surface
 from kdefect.metrics import image_metrics
-from kdefect.reports import plot_history, plot_pr_roc, plot_sample, write_report
+from kdefect.reports import (ap_axis_limits, plot_experiment, plot_history, plot_pr_roc, plot_sample,
+                             write_report)
 
 
 def _assert_not_blank(png, min_std=0.03):
@@ -168,8 +169,6 @@ def test_write_report_for_joined_folds(tmp_path):
 
 def test_plot_experiment_axis_zooms_to_the_values(tmp_path):
     """Ablation rows differ by fractions of a point: the AP axis must not start at 0."""
-    from kdefect.reports import ap_axis_limits, plot_experiment
-
     left, right = ap_axis_limits([98.41, 99.21, None, 99.75, 100.0])
     assert 97.5 < left < 98.41 and right > 100.0
     left, _ = ap_axis_limits([46.13, 96.71])
