@@ -40,7 +40,7 @@ def quiet_tensorflow_import():
 
 quiet_tensorflow_import()  # `import kdefect` loads TensorFlow; keep its start-up chatter off stderr
 
-from kdefect.config import DATASETS, PRECISIONS, STRATEGIES  # noqa: E402
+from kdefect.config import ANNOTATIONS, DATASETS, PRECISIONS, STRATEGIES  # noqa: E402
 from kdefect.errors import InputError, TrainingDiverged  # noqa: E402
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -156,6 +156,9 @@ def main():
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step.")
 @click.option("--dilate", type=click.IntRange(min=1), default=None,
               help="Square dilation of the masks at original resolution (1 = none).")
+@click.option("--annotation", type=click.Choice(ANNOTATIONS), default=None,
+              help="'mask': the masks as given; 'boxes': each defect replaced by its rotated bounding "
+                   "box (approximates the KSDD 'boxes' annotation the paper used).")
 @click.option("--seed", type=int, default=None, help="Random seed (sampling and initialisation).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file of settings; explicit options win over it.")
@@ -178,7 +181,7 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="Only print the final metrics.")
 @user_errors
 def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epochs, lr, delta,
-          batch_size, dilate, seed, config_file, output, overwrite, resume_dir, no_dyn_balance, no_grad_adjust,
+          batch_size, dilate, annotation, seed, config_file, output, overwrite, resume_dir, no_dyn_balance, no_grad_adjust,
           no_freq_sampling, no_weighted_seg, precision, strategy, no_figures, quiet):
     """Train SegDecNet end to end and evaluate it on the test split.
 
@@ -202,7 +205,7 @@ def train(dataset, data_dir, positives, segmented, fold, scale, input_size, epoc
     overrides = dict(
         data_dir=data_dir, positives=positives, segmented=segmented, scale=scale,
         input_size=input_size, epochs=epochs, lr=lr, delta=delta, batch_size=batch_size,
-        dilate=dilate, seed=seed, precision=precision, dyn_balance=_off(no_dyn_balance),
+        dilate=dilate, annotation=annotation, seed=seed, precision=precision, dyn_balance=_off(no_dyn_balance),
         grad_adjust=_off(no_grad_adjust), freq_sampling=_off(no_freq_sampling),
         weighted=_off(no_weighted_seg), fold=None if fold == "all" else fold, strategy=strategy,
     )

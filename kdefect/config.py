@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from kdefect.data.labels import ANNOTATIONS
 from kdefect.errors import InputError
 
 DATASETS = ("synthetic", "ksdd", "dagm", "steel", "ksdd2", "folder")
@@ -43,7 +44,10 @@ class TrainConfig:
         data: ``dataset``, ``data_dir`` (None: ``KDEFECT_DATA_DIR`` or the
             download cache), ``positives``/``segmented`` (the paper's split),
             ``fold``, ``input_size`` ([H, W]) or ``scale`` (of the dataset's
-            reference size), ``channels``, ``dilate``, ``num_samples`` and
+            reference size), ``channels``, ``dilate``, ``annotation``
+            (``mask``, or ``boxes``: each defect replaced by its rotated
+            bounding box, approximating the KSDD "boxes" variant the paper
+            used; see ``kdefect.data.labels.LabelConfig``), ``num_samples`` and
             ``test_fraction`` (synthetic/folder), ``in_memory`` (None: keep
             images in RAM unless they exceed ~1 GB, else stream from disk;
             True/False force it).
@@ -78,6 +82,7 @@ class TrainConfig:
     scale: float = 1.0
     channels: int = 1
     dilate: int = 5
+    annotation: str = "mask"
     num_samples: int = 240
     test_fraction: float = 0.5
     in_memory: bool = None
@@ -110,6 +115,8 @@ class TrainConfig:
             raise InputError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if self.annotation not in ANNOTATIONS:
+            raise InputError(f"unknown annotation {self.annotation!r}; expected one of {', '.join(ANNOTATIONS)}")
         for name in ("epochs", "batch_size", "dilate"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")

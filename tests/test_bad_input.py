@@ -186,6 +186,14 @@ def test_yaml_config_with_wrong_type(tmp_path):
     assert not out.exists()
 
 
+def test_yaml_config_with_unknown_annotation(tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text("annotation: polygons\n")
+    assert_one_line_error(run("train", "--config", config, "--output", out), "annotation", "'polygons'")
+    assert not out.exists()
+
+
 # ------------------------------------------------------ export / predict
 @pytest.fixture(scope="module")
 def art(tmp_path_factory):

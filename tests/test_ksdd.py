@@ -157,6 +157,13 @@ def test_dilation_grows_the_target(ksdd_root, tmp_path):
     assert dilated.seg_target.sum() > plain.seg_target.sum() > 0
 
 
+def test_boxes_annotation_reaches_the_targets(ksdd_root, tmp_path):
+    split = _tiny_split(tmp_path, ["kos20"], ["kos01"])
+    base = ksdd_config(ksdd_root, extra={"split_file": split})
+    masks, boxes = (load_splits(base.replace(annotation=a)).train for a in ("mask", "boxes"))
+    assert boxes.seg_target.sum() > masks.seg_target.sum() > 0
+
+
 def test_streaming_matches_in_memory(ksdd_root, tmp_path):
     from kdefect.data.pipeline import evaluation_dataset
 

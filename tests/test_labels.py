@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from kdefect.data.labels import LabelConfig, dilate_mask, distance_weights, downsize, prepare_label
+from kdefect.data.labels import (
+    LabelConfig,
+    boxes_from_mask,
+    dilate_mask,
+    distance_weights,
+    downsize,
+    prepare_label,
+)
 from kdefect.data.samples import SampleSet
 
 
@@ -96,3 +103,40 @@ def test_classification_target_soft_max_or_binary():
     soft, binary = s.cls_target("max_soft"), s.cls_target("binary")
     assert 0 < soft[0] < 0.2 and soft[1] == 0
     assert binary.tolist() == [1.0, 0.0]
+
+
+def test_boxes_keep_axis_aligned_rectangles_and_cover_every_defect_pixel():
+    m = np.zeros((40, 50), np.uint8)
+    m[5:9, 10:30] = 1  # already a rectangle: unchanged
+    np.testing.assert_array_equal(boxes_from_mask(m), m)
+    rng = np.random.default_rng(0)
+    blob = np.zeros((60, 60), np.uint8)
+    blob[tuple(rng.integers(20, 40, size=(2, 30)))] = 1
+    boxed = boxes_from_mask(blob)
+    assert (boxed >= blob).all() and boxed.sum() > blob.sum()
+
+
+def test_boxes_are_rotated_and_one_per_component():
+    m = np.zeros((64, 64), np.uint8)
+    idx = np.arange(5, 45)
+    m[idx, idx] = 1  # a thin diagonal crack of 40 pixels
+    m[50:52, 2:4] = 1  # a separate 2x2 defect, far from the crack
+    boxed = boxes_from_mask(m)
+    from scipy import ndimage
+
+    assert ndimage.label(boxed, structure=np.ones((3, 3)))[1] == 2
+    # The crack's rotated box is a band about 3 pixels across, not its 40x40 axis-aligned box.
+    assert 40 * 2 < boxed[:48].sum() <= 40 * 3 + 4
+    assert boxed[50:52, 2:4].all() and boxed[48:].sum() == 4
+
+
+def test_boxes_annotation_widens_the_training_target():
+    m = np.zeros((64, 64), np.uint8)
+    idx = np.arange(8, 56)
+    m[idx, idx] = 1
+    m[idx[:-4], idx[4:]] = 1  # two parallel diagonal lines with a gap: the box fills it
+    plain, _ = prepare_label(m, 64, 64, LabelConfig())
+    boxed, _ = prepare_label(m, 64, 64, LabelConfig(annotation="boxes"))
+    assert boxed.sum() > plain.sum() and (boxed >= plain - 1e-6).all()
+    with pytest.raises(ValueError, match="annotation"):
+        LabelConfig(annotation="polygons")

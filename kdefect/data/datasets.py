@@ -66,6 +66,7 @@ def label_config(config):
     """
     return LabelConfig(
         dilate=config.dilate,
+        annotation=config.annotation,
         weighted=config.weighted,
         weight_p=config.weight_p,
         weight_max=config.weight_max,
