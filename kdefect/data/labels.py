@@ -115,9 +115,9 @@ def boxes_from_mask(mask):
     (6, 16, True)
     """
     mask = np.asarray(mask)
-    out = np.zeros(mask.shape, dtype=mask.dtype if mask.dtype != bool else np.uint8)
-    components, count = ndimage.label(mask > 0, structure=np.ones((3, 3)))
-    fill = 1 if mask.dtype == bool else max(1, int(mask.max()))
+    out = np.zeros_like(mask)
+    components, _ = ndimage.label(mask > 0, structure=np.ones((3, 3)))
+    fill = mask.max()
     for index, window in enumerate(ndimage.find_objects(components), start=1):
         rows, cols = np.nonzero(components[window] == index)
         rows, cols = rows + window[0].start, cols + window[1].start
