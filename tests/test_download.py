@@ -160,3 +160,23 @@ def test_unsafe_archive_member(tmp_path):
     with pytest.raises(InputError, match=r"unsafe member path '../evil.txt'"):
         extract(archive, tmp_path / "out")
     assert _leftovers(tmp_path) == ["evil.zip"]
+
+
+def test_extract_race_with_a_second_process(tmp_path, monkeypatch):
+    # Two trainings started at once both extract; the one that renames second must use the
+    # first one's folder instead of failing with "Directory not empty".
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("kos01/Part0.jpg", b"x")
+    dest = tmp_path / "out"
+    real_replace = os.replace
+
+    def other_process_wins(src, dst):
+        (Path(dst) / "kos01").mkdir(parents=True)
+        (Path(dst) / "kos01" / "Part0.jpg").write_bytes(b"first")
+        real_replace(src, dst)  # raises: dst is a non-empty folder
+
+    monkeypatch.setattr("kdefect.data.download.os.replace", other_process_wins)
+    assert extract(archive, dest) == dest
+    assert (dest / "kos01" / "Part0.jpg").read_bytes() == b"first"
+    assert _leftovers(tmp_path) == ["a.zip", "out", "out/kos01", "out/kos01/Part0.jpg"]

@@ -178,7 +178,8 @@ def extract(archive, dest):
 
     Member paths are checked before anything is written (no absolute paths
     or ``..``) and CRCs while extracting; extraction goes to a temporary folder beside ``dest`` that is
-    renamed when complete. An existing ``dest`` is returned untouched.
+    renamed when complete. An existing ``dest`` is returned untouched, also when another
+    process (a second training started at the same time) finishes extracting first.
 
     Example:
     >>> import tempfile
@@ -200,8 +201,12 @@ def extract(archive, dest):
             tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
             try:
                 zf.extractall(tmp)  # checks every member's CRC
-                if not dest.is_dir():  # another process may have finished first
+                try:
                     os.replace(tmp, dest)
+                except OSError:
+                    if not dest.is_dir():
+                        raise
+                    # another process extracted the same archive and renamed first: use its copy
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
