@@ -220,10 +220,8 @@ def test_export_to_unwritable_path_writes_nothing(art, tmp_path):
 
 def test_export_to_read_only_directory(art, tmp_path, monkeypatch):
     # Permissions are simulated: CI runs as root, which ignores a real chmod 0o500.
-    import kdefect.export as export_module
-
     real_access = os.access
-    monkeypatch.setattr(export_module.os, "access",
+    monkeypatch.setattr(os, "access",
                         lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
     with pytest.raises(InputError, match=f"cannot write .*m.tflite: {re.escape(str(tmp_path))} is not writable"):
         export_tflite(art.saved_model, tmp_path / "m.tflite")
