@@ -21,7 +21,11 @@ from kdefect.errors import InputError
 
 BODY = Path(__file__).with_name("distributed_body.py")
 TIMEOUT = 420  # seconds per scenario; a healthy run takes well under a minute of CPU time
-TOLERANCE = 2e-2  # |w_distributed - w_single| / |w_single - w_initial|, per variable
+# |w_distributed - w_single| / |w_single - w_initial|, per variable. Summation order alone gives
+# 1e-2 to 3.4e-2 (3.35e-2 measured for multi-worker on an Intel Sapphire Rapids machine, where
+# oneDNN picks other kernels); the bugs this guards against (a doubled or an unreduced gradient)
+# give 0.5 to 1. The absolute checks below stay tight.
+TOLERANCE = 1e-1
 
 
 def _env(**extra):
