@@ -1,6 +1,8 @@
 """Figures and reports for a run directory (REFERENCE.md §6.5, issue 4).
 
 * ``plot_pr_roc``: precision-recall and ROC curves (PNG).
+* ``plot_scores``: every test image's score by class, on a logit axis, with the
+  threshold and the misclassified images named: the margin between the classes.
 * ``plot_history``: train losses per epoch with λ and validation AP on a twin axis.
 * ``plot_sample``: one test image - input, ground truth, loss weights (optional)
   and the segmentation heat-map over the image, score in the title.
@@ -25,6 +27,7 @@ import numpy as np
 DPI = 100
 PR_PNG = "precision-recall.png"
 ROC_PNG = "roc.png"
+SCORES_PNG = "scores.png"
 HISTORY_PNG = "history.png"
 # Embed gallery figures in report.html up to this many bytes in total; link them beyond.
 EMBED_LIMIT = 8 * 2**20  # above this, gallery figures are linked (relative paths) to keep the page light
@@ -102,6 +105,68 @@ def plot_pr_roc(labels, scores, out_dir):
     fig.tight_layout()
     roc_png = _save(fig, out_dir / ROC_PNG)
     return pr_png, roc_png
+
+
+SCORE_CLIP = 1e-4  # scores are drawn in [SCORE_CLIP, 1 - SCORE_CLIP]: the logit axis cannot show 0 or 1
+MAX_NAMED = 6  # name at most this many misclassified images per class in plot_scores
+
+
+def plot_scores(labels, scores, out_png, threshold=None, names=None):
+    """Draw every image's score, defect-free and defective on two rows; return ``out_png``.
+
+    The score axis is logit-scaled, so well-separated scores near 0 and 1 stay
+    readable; the dashed line is the decision threshold (default: the max-F
+    threshold of ``kdefect.metrics``), and false positives / negatives are drawn
+    in red / orange and named when ``names`` is given. The title gives the
+    *margin*: the lowest defect score minus the highest defect-free one
+    (positive means every defect outranks every defect-free image, AP 100 %).
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> png = plot_scores([0, 0, 1, 1], [0.1, 0.7, 0.6, 0.9], pathlib.Path(tempfile.mkdtemp()) / "s.png")
+    >>> png.name
+    's.png'
+    """
+    from kdefect.metrics import _as_arrays, image_metrics
+
+    labels, scores = _as_arrays(labels, scores)
+    if names is not None and len(names) != scores.size:
+        raise ValueError(f"names and scores differ in length: {len(names)} vs {scores.size}")
+    if threshold is None:
+        threshold = image_metrics(labels, scores)["threshold"]
+    shown = np.clip(scores, SCORE_CLIP, 1 - SCORE_CLIP)
+    decided = scores >= threshold
+    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, scores.size)  # fixed: same figure every time
+
+    fig = _figure(7, 3.2)
+    ax = fig.add_subplot()
+    kinds = [("TN", ~labels & ~decided, 0, "0.6"), ("FP", ~labels & decided, 0, "tab:red"),
+             ("TP", labels & decided, 1, "tab:green"), ("FN", labels & ~decided, 1, "tab:orange")]
+    for kind, mask, row, color in kinds:
+        if mask.any():
+            ax.scatter(shown[mask], row + jitter[mask], s=16, color=color, alpha=0.8,
+                       label=f"{kind} ({int(mask.sum())})", zorder=3)
+        if names is not None and kind in ("FP", "FN"):
+            for i in np.flatnonzero(mask)[np.argsort(-scores[mask] if kind == "FP" else scores[mask])][:MAX_NAMED]:
+                ax.annotate(str(names[i]), (shown[i], row + jitter[i]), xytext=(4, 6), textcoords="offset points",
+                            fontsize=7, color=color)
+    ax.axvline(min(max(threshold, SCORE_CLIP), 1 - SCORE_CLIP), ls="--", color="k", lw=1,
+               label=f"threshold {threshold:.3g}")
+    ax.set_xscale("logit")
+    ax.set_xlim(SCORE_CLIP / 2, 1 - SCORE_CLIP / 2)
+    ticks = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_yticks([0, 1], [f"defect-free ({int((~labels).sum())})", f"defective ({int(labels.sum())})"])
+    ax.set_ylim(-0.5, 1.5)
+    ax.set_xlabel("image score (logit axis)")
+    if labels.any() and not labels.all():
+        margin = scores[labels].min() - scores[~labels].max()
+        ax.set_title(f"margin (lowest defect − highest defect-free): {margin:+.3f}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _save(fig, out_png)
 
 
 def ap_axis_limits(values):
@@ -430,7 +495,7 @@ def _markdown(run_dir, metrics, rows, config):
             lines.append(f"| {name} | {_fmt(m.get('ap'), True)} | {_fmt(m.get('auc'), True)} | "
                          f"{_fmt(m.get('threshold'))} | {_fmt(m.get('fp'))} | {_fmt(m.get('fn'))} |")
         lines.append("")
-    curves = [name for name in (PR_PNG, ROC_PNG, HISTORY_PNG) if (run_dir / name).is_file()]
+    curves = [name for name in (PR_PNG, ROC_PNG, SCORES_PNG, HISTORY_PNG) if (run_dir / name).is_file()]
     if curves:
         lines += ["## Curves", ""] + [f"![{name}]({name})" for name in curves] + [""]
     errors = [r for r in rows if r["outcome"] in ("FP", "FN")]
@@ -507,7 +572,7 @@ def _html(run_dir, metrics, rows, config, embed):
                        f"<td>{_fmt(m.get('fp'))}</td><td>{_fmt(m.get('fn'))}</td></tr>")
         out.append("</table>")
 
-    curves = [run_dir / n for n in (PR_PNG, ROC_PNG, HISTORY_PNG) if (run_dir / n).is_file()]
+    curves = [run_dir / n for n in (PR_PNG, ROC_PNG, SCORES_PNG, HISTORY_PNG) if (run_dir / n).is_file()]
     if curves:
         out.append('<h2>Curves</h2><div class="curves">')
         out += [f'<img src="{src(p, True)}" alt="{e(p.name)}">' for p in curves]

@@ -304,12 +304,13 @@ def _kept_note(run_dir):
 
 def evaluate_run(model, config, test, run_dir, fold=None, figures=True, info=None, wall_time=None):
     """Evaluate on the test samples and write metrics.json, results.csv, plots and reports."""
-    from kdefect.reports import plot_history, plot_pr_roc, write_report
+    from kdefect.reports import SCORES_PNG, plot_history, plot_pr_roc, plot_scores, write_report
 
     run_dir = Path(run_dir)
     metrics, scores, seg = evaluate_samples(model, test, config.batch_size)
     rows = write_results(run_dir, test, scores, metrics["threshold"], fold)
     plot_pr_roc(test.is_positive, scores, run_dir)
+    plot_scores(test.is_positive, scores, run_dir / SCORES_PNG, metrics["threshold"], test.names)
     if (run_dir / HISTORY_CSV).exists():
         plot_history(run_dir / HISTORY_CSV, run_dir / "history.png")
     if figures:

@@ -191,8 +191,10 @@ def trained(tmp_path_factory):
 
 def test_train_writes_the_run_and_prints_config_and_metrics(trained):
     run_dir, result = trained
-    for name in ("model.keras", "metrics.json", "results.csv", "config.yaml", "report.html", "history.csv"):
+    for name in ("model.keras", "metrics.json", "results.csv", "config.yaml", "report.html", "history.csv",
+                 "scores.png"):
         assert (run_dir / name).is_file(), name
+    assert "![scores.png](scores.png)" in (run_dir / "report.md").read_text()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     # explicit options win over --config, which wins over configs/synthetic.yaml
     assert saved["epochs"] == 1 and saved["batch_size"] == 4 and saved["input_size"] == [64, 128]

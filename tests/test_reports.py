@@ -16,7 +16,7 @@ from kdefect.data.labels import LabelConfig, distance_weights, downsize
 from kdefect.data.synthetic import make_surface
 from kdefect.metrics import image_metrics
 from kdefect.reports import (ap_axis_limits, plot_experiment, plot_history, plot_pr_roc, plot_sample,
-                             write_report)
+                             plot_scores, write_report)
 
 
 def _assert_not_blank(png, min_std=0.03):
@@ -44,6 +44,32 @@ def test_plot_pr_roc(tmp_path):
     # One class only: no crash, still a figure.
     pr1, roc1 = plot_pr_roc([0, 0, 0], [0.1, 0.2, 0.3], tmp_path / "one")
     assert pr1.is_file() and roc1.is_file()
+
+
+def test_plot_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = rng.random(60) < 0.3
+    scores = np.clip(rng.normal(0.2 + 0.6 * labels, 0.2), 0, 1)  # includes exact 0s and 1s
+    scores[:2] = [0.0, 1.0]
+    names = [f"img{i}" for i in range(60)]
+    png = plot_scores(labels, scores, tmp_path / "sub" / "scores.png", names=names)
+    assert png == tmp_path / "sub" / "scores.png"
+    pixels = _assert_not_blank(png)
+    # Misclassified images are drawn in red (FP) or orange (FN); this data has some of each.
+    m = image_metrics(labels, scores)
+    assert m["fp"] > 0 and m["fn"] > 0
+    red = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.4) & (pixels[..., 2] < 0.4)
+    assert red.sum() > 20
+    # A perfectly separated set has no red; one class only still draws.
+    clean = plot_scores([0, 0, 1, 1], [0.01, 0.2, 0.8, 0.999], tmp_path / "clean.png")
+    clean_px = imread(clean)[..., :3]
+    assert ((clean_px[..., 0] > 0.7) & (clean_px[..., 1] < 0.4) & (clean_px[..., 2] < 0.4)).sum() == 0
+    assert plot_scores([0, 0, 0], [0.1, 0.2, 0.3], tmp_path / "one.png").is_file()
+    with pytest.raises(ValueError, match="names and scores differ"):
+        plot_scores([0, 1], [0.1, 0.9], tmp_path / "x.png", names=["a"])
+    with pytest.raises(ValueError, match="differ in length"):
+        plot_scores([0, 1, 1], [0.1, 0.9], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_plot_history_from_dict_and_csv(tmp_path):
