@@ -29,6 +29,7 @@ PR_PNG = "precision-recall.png"
 ROC_PNG = "roc.png"
 SCORES_PNG = "scores.png"
 HISTORY_PNG = "history.png"
+CURVE_PNGS = (PR_PNG, ROC_PNG, SCORES_PNG, HISTORY_PNG)  # shown in the reports, in this order
 # Embed gallery figures in report.html up to this many bytes in total; link them beyond.
 EMBED_LIMIT = 8 * 2**20  # above this, gallery figures are linked (relative paths) to keep the page light
 
@@ -495,7 +496,7 @@ def _markdown(run_dir, metrics, rows, config):
             lines.append(f"| {name} | {_fmt(m.get('ap'), True)} | {_fmt(m.get('auc'), True)} | "
                          f"{_fmt(m.get('threshold'))} | {_fmt(m.get('fp'))} | {_fmt(m.get('fn'))} |")
         lines.append("")
-    curves = [name for name in (PR_PNG, ROC_PNG, SCORES_PNG, HISTORY_PNG) if (run_dir / name).is_file()]
+    curves = [name for name in CURVE_PNGS if (run_dir / name).is_file()]
     if curves:
         lines += ["## Curves", ""] + [f"![{name}]({name})" for name in curves] + [""]
     errors = [r for r in rows if r["outcome"] in ("FP", "FN")]
@@ -572,7 +573,7 @@ def _html(run_dir, metrics, rows, config, embed):
                        f"<td>{_fmt(m.get('fp'))}</td><td>{_fmt(m.get('fn'))}</td></tr>")
         out.append("</table>")
 
-    curves = [run_dir / n for n in (PR_PNG, ROC_PNG, SCORES_PNG, HISTORY_PNG) if (run_dir / n).is_file()]
+    curves = [run_dir / n for n in CURVE_PNGS if (run_dir / n).is_file()]
     if curves:
         out.append('<h2>Curves</h2><div class="curves">')
         out += [f'<img src="{src(p, True)}" alt="{e(p.name)}">' for p in curves]
