@@ -108,7 +108,50 @@ def plot_pr_roc(labels, scores, out_dir):
     return pr_png, roc_png
 
 
+def label_levels(lefts, rights, gap=2.0):
+    """Stack labels on the fewest levels so that no two on one level overlap; return each one's level.
+
+    ``lefts`` and ``rights`` are the labels' horizontal extents (any unit, e.g.
+    points on the page). Greedy, in order of the left edge: each label takes
+    the lowest level whose last label ends ``gap`` before it starts.
+
+    Example:
+    >>> label_levels([0, 5, 30], [20, 25, 50])
+    [0, 1, 0]
+    """
+    ends, levels = [], [0] * len(lefts)  # ends[k]: right edge of the last label on level k
+    for i in np.argsort(lefts, kind="stable"):
+        level = next((k for k, end in enumerate(ends) if end + gap <= lefts[i]), len(ends))
+        if level == len(ends):
+            ends.append(rights[i])
+        ends[level] = rights[i]
+        levels[i] = level
+    return levels
+
+
+LABEL_FONT = 7  # points; the names of misclassified images in plot_scores
+LABEL_STEP = 8  # points between stacked names
+
+
+def _label_extents(ax, names, xs):
+    """The horizontal extents, in points on the page, of names written just right of ``xs``."""
+    lefts = ax.transData.transform(np.column_stack([xs, np.zeros(len(xs))]))[:, 0] * 72.0 / ax.figure.dpi + 3
+    return lefts, lefts + np.array([0.6 * LABEL_FONT * len(n) for n in names])  # rough text width
+
+
+def _name_points(ax, names, xs, ys, top, levels, color):
+    """Write ``names`` above height ``top`` (data units) on the given levels; a thin line joins name and point."""
+    to_points = 72.0 / ax.figure.dpi
+    base = ax.transData.transform([[xs[0], top]])[0, 1] * to_points + 3
+    at = ax.transData.transform(np.column_stack([xs, ys]))[:, 1] * to_points
+    for name, x, y, py, level in zip(names, xs, ys, at, levels):
+        ax.annotate(name, (x, y), xytext=(3, base + LABEL_STEP * level - py), textcoords="offset points",
+                    fontsize=LABEL_FONT, color=color, va="bottom",
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color=color, alpha=0.6, shrinkA=0, shrinkB=2))
+
+
 SCORE_CLIP = 1e-4  # scores are drawn in [SCORE_CLIP, 1 - SCORE_CLIP]: the logit axis cannot show 0 or 1
+JITTER = 0.18  # vertical spread of the points around their row in plot_scores (data units)
 MAX_NAMED = 6  # name at most this many misclassified images per class in plot_scores
 
 
@@ -118,7 +161,8 @@ def plot_scores(labels, scores, out_png, threshold=None, names=None):
     The score axis is logit-scaled, so well-separated scores near 0 and 1 stay
     readable; the dashed line is the decision threshold (default: the max-F
     threshold of ``kdefect.metrics``), and false positives / negatives are drawn
-    in red / orange and named when ``names`` is given. The title gives the
+    in red / orange and, when ``names`` is given, the worst few of each are
+    named, the names stacked above their row where they would overlap. The title gives the
     *margin*: the lowest defect score minus the highest defect-free one
     (positive means every defect outranks every defect-free image, AP 100 %).
 
@@ -137,7 +181,7 @@ def plot_scores(labels, scores, out_png, threshold=None, names=None):
         threshold = image_metrics(labels, scores)["threshold"]
     shown = np.clip(scores, SCORE_CLIP, 1 - SCORE_CLIP)
     decided = scores >= threshold
-    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, scores.size)  # fixed: same figure every time
+    jitter = np.random.default_rng(0).uniform(-JITTER, JITTER, scores.size)  # fixed: same figure every time
 
     fig = _figure(7, 3.2)
     ax = fig.add_subplot()
@@ -147,26 +191,35 @@ def plot_scores(labels, scores, out_png, threshold=None, names=None):
         if mask.any():
             ax.scatter(shown[mask], row + jitter[mask], s=16, color=color, alpha=0.8,
                        label=f"{kind} ({int(mask.sum())})", zorder=3)
-        if names is not None and kind in ("FP", "FN"):
-            for i in np.flatnonzero(mask)[np.argsort(-scores[mask] if kind == "FP" else scores[mask])][:MAX_NAMED]:
-                ax.annotate(str(names[i]), (shown[i], row + jitter[i]), xytext=(4, 6), textcoords="offset points",
-                            fontsize=7, color=color)
     ax.axvline(min(max(threshold, SCORE_CLIP), 1 - SCORE_CLIP), ls="--", color="k", lw=1,
                label=f"threshold {threshold:.3g}")
     ax.set_xscale("logit")
     ax.set_xlim(SCORE_CLIP / 2, 1 - SCORE_CLIP / 2)
+    ax.set_ylim(-0.5, 1.5)
     ticks = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_yticks([0, 1], [f"defect-free ({int((~labels).sum())})", f"defective ({int(labels.sum())})"])
-    ax.set_ylim(-0.5, 1.5)
     ax.set_xlabel("image score (logit axis)")
     if labels.any() and not labels.all():
         margin = scores[labels].min() - scores[~labels].max()
         ax.set_title(f"margin (lowest defect − highest defect-free): {margin:+.3f}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
+    fig.tight_layout()  # the names are placed in points on the final page, so the layout comes first
+    named = []  # (names, indices, levels, row, colour) of the misclassified images to name
+    if names is not None:
+        for kind, mask, row, color in kinds:
+            if kind in ("FP", "FN") and mask.any():
+                worst = np.flatnonzero(mask)[np.argsort(-scores[mask] if kind == "FP" else scores[mask])][:MAX_NAMED]
+                texts = [str(names[i]) for i in worst]
+                named.append((texts, worst, label_levels(*_label_extents(ax, texts, shown[worst])), row, color))
+    # room above the defective row for its stacked names: solve top - (1 + JITTER) = need / points-per-unit
+    need = max([3 + LABEL_STEP * max(lv) + LABEL_FONT + 4 for _, _, lv, row, _ in named if row == 1], default=0)
+    height = ax.get_window_extent().height * 72.0 / fig.dpi
+    ax.set_ylim(-0.5, max(1.5, (1 + JITTER + 0.5 * need / height) / (1 - need / height)))
+    for texts, worst, levels, row, color in named:
+        _name_points(ax, texts, shown[worst], row + jitter[worst], row + JITTER, levels, color)
     return _save(fig, out_png)
 
 

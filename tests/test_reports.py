@@ -9,6 +9,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from matplotlib.text import Text
 
 import kdefect.metrics
 import kdefect.reports
@@ -16,7 +17,7 @@ from kdefect.data.labels import LabelConfig, distance_weights, downsize
 from kdefect.data.synthetic import make_surface
 from kdefect.metrics import image_metrics
 from kdefect.reports import (ap_axis_limits, plot_experiment, plot_history, plot_pr_roc, plot_sample,
-                             plot_scores, write_report)
+                             label_levels, plot_scores, write_report)
 
 
 def _assert_not_blank(png, min_std=0.03):
@@ -70,6 +71,33 @@ def test_plot_scores(tmp_path):
     with pytest.raises(ValueError, match="differ in length"):
         plot_scores([0, 1, 1], [0.1, 0.9], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_label_levels():
+    assert label_levels([], []) == []
+    assert label_levels([0, 30, 60], [20, 50, 80]) == [0, 0, 0]  # apart: one level
+    assert label_levels([0, 1, 2], [10, 11, 12]) == [0, 1, 2]  # all overlap: one level each
+    assert label_levels([50, 0, 25], [70, 20, 45]) == [0, 0, 0]  # order of the input does not matter
+    assert label_levels([0, 21], [20, 40], gap=2) == [0, 1]  # closer than the gap counts as overlap
+
+
+def test_plot_scores_names_do_not_overlap(tmp_path, monkeypatch):
+    # Seven misses with the same score (the names would sit on each other) and four close false positives.
+    labels = [0] * 30 + [1] * 8
+    scores = list(np.linspace(0.01, 0.3, 26)) + [0.6, 0.62, 0.64, 0.66] + [0.05] * 7 + [0.95]
+    figures = []
+    real_save = kdefect.reports._save
+    monkeypatch.setattr(kdefect.reports, "_save", lambda fig, out: figures.append(fig) or real_save(fig, out))
+    plot_scores(labels, scores, tmp_path / "s.png", threshold=0.5, names=[f"kos{i:02d}_Part{i % 8}" for i in range(38)])
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.axes[0].texts if t.get_text().startswith("kos")]
+    assert len(texts) == 10  # 6 misses (MAX_NAMED) + 4 false positives
+    boxes = [Text.get_window_extent(t, renderer) for t in texts]  # the text alone, without its line
+    for i, a in enumerate(boxes):
+        assert fig.bbox.contains(a.x0, a.y0) and fig.bbox.contains(a.x1, a.y1), texts[i].get_text()
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
 
 
 def test_plot_history_from_dict_and_csv(tmp_path):
