@@ -131,21 +131,22 @@ def label_levels(lefts, rights, gap=2.0):
 
 LABEL_FONT = 7  # points; the names of misclassified images in plot_scores
 LABEL_STEP = 8  # points between stacked names
+LABEL_PAD = 3  # points between a point (or its row) and its name
 
 
 def _label_extents(ax, names, xs):
     """The horizontal extents, in points on the page, of names written just right of ``xs``."""
-    lefts = ax.transData.transform(np.column_stack([xs, np.zeros(len(xs))]))[:, 0] * 72.0 / ax.figure.dpi + 3
+    lefts = ax.transData.transform(np.column_stack([xs, np.zeros(len(xs))]))[:, 0] * 72.0 / ax.figure.dpi + LABEL_PAD
     return lefts, lefts + np.array([0.6 * LABEL_FONT * len(n) for n in names])  # rough text width
 
 
 def _name_points(ax, names, xs, ys, top, levels, color):
     """Write ``names`` above height ``top`` (data units) on the given levels; a thin line joins name and point."""
     to_points = 72.0 / ax.figure.dpi
-    base = ax.transData.transform([[xs[0], top]])[0, 1] * to_points + 3
+    base = ax.transData.transform([[xs[0], top]])[0, 1] * to_points + LABEL_PAD
     at = ax.transData.transform(np.column_stack([xs, ys]))[:, 1] * to_points
     for name, x, y, py, level in zip(names, xs, ys, at, levels):
-        ax.annotate(name, (x, y), xytext=(3, base + LABEL_STEP * level - py), textcoords="offset points",
+        ax.annotate(name, (x, y), xytext=(LABEL_PAD, base + LABEL_STEP * level - py), textcoords="offset points",
                     fontsize=LABEL_FONT, color=color, va="bottom",
                     arrowprops=dict(arrowstyle="-", lw=0.5, color=color, alpha=0.6, shrinkA=0, shrinkB=2))
 
@@ -215,7 +216,7 @@ def plot_scores(labels, scores, out_png, threshold=None, names=None):
                 texts = [str(names[i]) for i in worst]
                 named.append((texts, worst, label_levels(*_label_extents(ax, texts, shown[worst])), row, color))
     # room above the defective row for its stacked names: solve top - (1 + JITTER) = need / points-per-unit
-    need = max([3 + LABEL_STEP * max(lv) + LABEL_FONT + 4 for _, _, lv, row, _ in named if row == 1], default=0)
+    need = max([LABEL_PAD + LABEL_STEP * max(lv) + LABEL_FONT + 4 for _, _, lv, row, _ in named if row == 1], default=0)
     height = ax.get_window_extent().height * 72.0 / fig.dpi
     ax.set_ylim(-0.5, max(1.5, (1 + JITTER + 0.5 * need / height) / (1 - need / height)))
     for texts, worst, levels, row, color in named:
