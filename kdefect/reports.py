@@ -124,7 +124,8 @@ def label_levels(lefts, rights, gap=2.0):
         level = next((k for k, end in enumerate(ends) if end + gap <= lefts[i]), len(ends))
         if level == len(ends):
             ends.append(rights[i])
-        ends[level] = rights[i]
+        else:
+            ends[level] = rights[i]
         levels[i] = level
     return levels
 
@@ -134,15 +135,20 @@ LABEL_STEP = 8  # points between stacked names
 LABEL_PAD = 3  # points between a point (or its row) and its name
 
 
+def _to_points(fig):
+    """Page points per display pixel of ``fig``."""
+    return 72.0 / fig.dpi
+
+
 def _label_extents(ax, names, xs):
     """The horizontal extents, in points on the page, of names written just right of ``xs``."""
-    lefts = ax.transData.transform(np.column_stack([xs, np.zeros(len(xs))]))[:, 0] * 72.0 / ax.figure.dpi + LABEL_PAD
+    lefts = ax.transData.transform(np.column_stack([xs, np.zeros(len(xs))]))[:, 0] * _to_points(ax.figure) + LABEL_PAD
     return lefts, lefts + np.array([0.6 * LABEL_FONT * len(n) for n in names])  # rough text width
 
 
 def _name_points(ax, names, xs, ys, top, levels, color):
     """Write ``names`` above height ``top`` (data units) on the given levels; a thin line joins name and point."""
-    to_points = 72.0 / ax.figure.dpi
+    to_points = _to_points(ax.figure)
     base = ax.transData.transform([[xs[0], top]])[0, 1] * to_points + LABEL_PAD
     at = ax.transData.transform(np.column_stack([xs, ys]))[:, 1] * to_points
     for name, x, y, py, level in zip(names, xs, ys, at, levels):
@@ -217,7 +223,7 @@ def plot_scores(labels, scores, out_png, threshold=None, names=None):
                 named.append((texts, worst, label_levels(*_label_extents(ax, texts, shown[worst])), row, color))
     # room above the defective row for its stacked names: solve top - (1 + JITTER) = need / points-per-unit
     need = max([LABEL_PAD + LABEL_STEP * max(lv) + LABEL_FONT + 4 for _, _, lv, row, _ in named if row == 1], default=0)
-    height = ax.get_window_extent().height * 72.0 / fig.dpi
+    height = ax.get_window_extent().height * _to_points(fig)
     ax.set_ylim(-0.5, max(1.5, (1 + JITTER + 0.5 * need / height) / (1 - need / height)))
     for texts, worst, levels, row, color in named:
         _name_points(ax, texts, shown[worst], row + jitter[worst], row + JITTER, levels, color)
