@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 import yaml
 
 import kdefect
@@ -113,18 +114,52 @@ def resolve_precision(name, gpus=None, cpuinfo=None):
     if name != "auto":
         return name
     if gpus is None:
-        import tensorflow as tf
-
         gpus = len(tf.config.list_physical_devices("GPU"))
     if gpus:
         return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_bf16(cpuinfo) else "float32"
+
+
+def cpu_has_bf16(cpuinfo=None):
+    """Whether the CPU computes bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag).
+
+    Without them oneDNN emulates bf16: a ``mixed_bfloat16`` training step took
+    8.9x as long as a float32 one on a 2-core AMD EPYC (Zen 3) with AVX2 only
+    (docs/PERFORMANCE.md). ``cpuinfo`` (the text of /proc/cpuinfo) defaults
+    to this machine's.
+
+    Example:
+    >>> cpu_has_bf16("flags: fpu avx2 avx512f avx512_bf16"), cpu_has_bf16("flags: fpu avx2 fma")
+    (True, False)
+    """
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             cpuinfo = ""
-    flags = set(cpuinfo.split())
-    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    return bool(set(cpuinfo.split()) & {"avx512_bf16", "amx_bf16"})
+
+
+def precision_warning(precision, gpus=None, cpuinfo=None):
+    """A one-line warning when ``precision`` would be emulated here (bf16 on a CPU without it), else None.
+
+    ``gpus`` (a count) and ``cpuinfo`` (the text of /proc/cpuinfo) default
+    to this machine's.
+
+    Example:
+    >>> precision_warning("mixed_bfloat16", gpus=0, cpuinfo="flags: fpu avx2")[:33]
+    'warning: this CPU has no native b'
+    >>> precision_warning("float32") is None, precision_warning("mixed_bfloat16", gpus=1) is None
+    (True, True)
+    """
+    if precision != "mixed_bfloat16":
+        return None
+    if gpus is None:
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    if gpus or cpu_has_bf16(cpuinfo):
+        return None
+    return ("warning: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so mixed_bfloat16 is "
+            "emulated and several times slower than float32 (use --precision float32 or auto)")
 
 
 def build_model(config, input_shape):
@@ -259,8 +294,6 @@ def configure_determinism(seed):
     >>> configure_determinism(1337) in (True, False)
     True
     """
-    import tensorflow as tf
-
     keras.utils.set_random_seed(seed)
     if tf.config.list_physical_devices("GPU"):
         return False
@@ -325,7 +358,6 @@ def evaluate_run(model, config, test, run_dir, fold=None, figures=True, info=Non
 
 def _provenance(config, info, wall_time):
     import sklearn
-    import tensorflow as tf
 
     out = {
         "config": config.to_dict(),
@@ -463,6 +495,9 @@ def train(config, output=None, overwrite=False, verbose="auto", figures=True, lo
     folds = folds_of(config)
     first = load_splits(config.replace(fold=folds[0]))
     check_training_set(first.train, config)
+    warning = precision_warning(config.precision)
+    if warning:
+        log(warning)
     if resume:
         run_dir = Path(output)
     else:

@@ -131,6 +131,7 @@ def worker(out):
         result.update(
             relative_difference_to_single=_relative_difference(weights, reference, initial),
             max_abs_difference_to_single=max(float(np.abs(a - b).max()) for a, b in zip(weights, reference)),
+            max_abs_update_single=max(float(np.abs(a - b).max()) for a, b in zip(reference, initial)),
         )
     print("RESULT " + json.dumps(result), flush=True)
 

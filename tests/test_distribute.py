@@ -22,10 +22,13 @@ from kdefect.errors import InputError
 BODY = Path(__file__).with_name("distributed_body.py")
 TIMEOUT = 420  # seconds per scenario; a healthy run takes well under a minute of CPU time
 # |w_distributed - w_single| / |w_single - w_initial|, per variable. Summation order alone gives
-# 1e-2 to 3.4e-2 (3.35e-2 measured for multi-worker on an Intel Sapphire Rapids machine, where
-# oneDNN picks other kernels); the bugs this guards against (a doubled or an unreduced gradient)
-# give 0.5 to 1. The absolute checks below stay tight.
-TOLERANCE = 1e-1
+# 1e-2 to 9.5e-2, by the kernels oneDNN picks on the CPU (3.35e-2 measured for multi-worker on an
+# Intel Sapphire Rapids machine, 9.52e-2 on an AVX2-only AMD Zen 3); the bugs this guards against
+# (a doubled or an unreduced gradient) give 0.5 to 1.
+TOLERANCE = 0.25
+# The multi-worker run's largest weight difference, as a fraction of the largest weight update of the
+# one-device run: 4.2e-3 measured on the Zen 3 (1.24e-4 of 2.91e-2); the bugs above give 0.5 to 1.
+MAX_ABS_FRACTION = 2e-2
 
 
 def _env(**extra):
@@ -154,7 +157,8 @@ def test_two_workers_on_loopback_agree(tmp_path):
         assert proc.returncode == 0, f"worker {index} failed (exit {proc.returncode}):\n{text[-4000:]}"
     results = [_result(text, text) for text in texts]
     print(f"multi-worker scenario: {time.time() - start:.1f} s; chief vs one device: relative "
-          f"{results[0]['relative_difference_to_single']:.2e}, max abs {results[0]['max_abs_difference_to_single']:.2e}")
+          f"{results[0]['relative_difference_to_single']:.2e}, max abs {results[0]['max_abs_difference_to_single']:.2e}"
+          f" (largest update {results[0]['max_abs_update_single']:.2e})")
     assert [r["replicas"] for r in results] == [2, 2]
     assert [r["chief"] for r in results] == [True, False]
     assert results[0]["run_dir"] == str(tmp_path / "run")
@@ -166,4 +170,4 @@ def test_two_workers_on_loopback_agree(tmp_path):
     for key in chief.files:
         np.testing.assert_array_equal(chief[key], other[key], err_msg=key)
     assert results[0]["relative_difference_to_single"] < TOLERANCE
-    assert results[0]["max_abs_difference_to_single"] < 1e-4
+    assert results[0]["max_abs_difference_to_single"] < MAX_ABS_FRACTION * results[0]["max_abs_update_single"]

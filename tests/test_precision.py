@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kdefect.config import TrainConfig
-from kdefect.training import build_model, resolve_precision
+from kdefect.training import build_model, cpu_has_bf16, resolve_precision
 
 from conftest import TINY
 
@@ -28,6 +28,33 @@ def float32_policy():
 def test_auto_precision_follows_the_hardware(gpus, cpuinfo, expected):
     assert resolve_precision("auto", gpus=gpus, cpuinfo=cpuinfo) == expected
     assert resolve_precision("float32", gpus=gpus, cpuinfo=cpuinfo) == "float32"
+
+
+def test_cpu_has_bf16_reads_the_flags():
+    assert cpu_has_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16")
+    assert cpu_has_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile")
+    assert not cpu_has_bf16("flags\t\t: fpu sse avx2 fma avx512f avx512bw")
+    assert not cpu_has_bf16("")
+
+
+def test_emulated_bf16_is_announced(tmp_path, monkeypatch):
+    """mixed_bfloat16 on a CPU without bf16 gets a one-line warning, which train() logs before training."""
+    from kdefect.training import precision_warning, train
+
+    warning = precision_warning("mixed_bfloat16", gpus=0, cpuinfo="flags\t\t: fpu avx2 fma")
+    assert warning.startswith("warning:") and "emulated" in warning and "\n" not in warning
+    assert precision_warning("mixed_bfloat16", gpus=0, cpuinfo="flags\t\t: avx512_bf16") is None
+    assert precision_warning("mixed_bfloat16", gpus=1, cpuinfo="") is None
+    assert precision_warning("float32", gpus=0, cpuinfo="") is None
+    assert precision_warning("auto", gpus=0, cpuinfo="") is None  # auto never picks an emulated bf16
+    # train() logs the warning for its precision before training (float32 here, to stay fast)
+    from kdefect import training
+
+    monkeypatch.setattr(training, "precision_warning", lambda precision: f"warning: {precision} test")
+    lines = []
+    cfg = TrainConfig(num_samples=8, input_size=(128, 64), epochs=1, batch_size=2, seed=7, precision="float32")
+    train(cfg, output=tmp_path / "run", verbose=0, figures=False, log=lines.append)
+    assert [line for line in lines if line.startswith("warning:")] == ["warning: float32 test"]
 
 
 def test_bf16_model_keeps_logits_losses_and_variables_in_float32():
@@ -67,6 +94,8 @@ def test_bf16_model_exports_as_float32(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU emulates bf16 (no avx512_bf16/amx_bf16): the bf16 "
+                    "run would take about 9x the float32 one, over 15 min here")
 def test_bf16_training_reaches_float32_ap(tmp_path):
     """The synthetic run of test_training.py::test_synthetic_run_learns, in bf16 and float32."""
     from kdefect.training import train
