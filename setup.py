@@ -42,7 +42,7 @@ setup(
     ],
     extras_require={
         "gpu": [f"tensorflow[and-cuda]{TF}"],
-        "test": ["pytest>=8", "nbmake>=1.5", "nbclient>=0.8", "nbformat>=5.1", "ipykernel"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "nbmake>=1.5", "nbclient>=0.8", "nbformat>=5.1", "ipykernel"],
     },
     entry_points={"console_scripts": ["kdefect = kdefect_cli.main:main"]},
 )

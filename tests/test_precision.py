@@ -97,7 +97,7 @@ def test_bf16_model_exports_as_float32(tmp_path):
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU emulates bf16 (no avx512_bf16/amx_bf16): the bf16 "
                     "run would take about 9x the float32 one, over 15 min here")
 def test_bf16_training_reaches_float32_ap(tmp_path):
-    """The synthetic run of test_training.py::test_synthetic_run_learns, in bf16 and float32."""
+    """A synthetic run like test_training.py::test_synthetic_run_learns (6 epochs), in bf16 and float32."""
     from kdefect.training import train
 
     from kdefect.export import load_keras_model
