@@ -173,7 +173,8 @@ def main():
 @click.option("--no-freq-sampling", is_flag=True, help="Uniform instead of frequency-of-use negatives.")
 @click.option("--no-weighted-seg", is_flag=True, help="No distance-transform weights on positive pixels.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="Compute precision; 'auto' picks mixed_bfloat16 on CPUs with BF16, mixed_float16 on GPUs.")
+              help="Compute precision; 'auto' picks mixed_bfloat16 on CPUs with BF16, mixed_float16 on GPUs, "
+                   "else float32 (mixed_bfloat16 on a CPU without BF16 is emulated and slow: a warning says so).")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help="Devices: 'mirrored' = all GPUs of this machine, 'multi-worker' = several machines "
                    "(TF_CONFIG), 'auto' = mirrored with >1 GPU. --batch-size is the global batch.")
