@@ -113,11 +113,14 @@ def resolve_precision(name, gpus=None, cpuinfo=None):
     """
     if name != "auto":
         return name
-    if gpus is None:
-        gpus = len(tf.config.list_physical_devices("GPU"))
-    if gpus:
+    if _gpu_count(gpus):
         return "mixed_float16"
     return "mixed_bfloat16" if cpu_has_bf16(cpuinfo) else "float32"
+
+
+def _gpu_count(gpus=None):
+    """``gpus`` if given, else the number of GPUs TensorFlow sees."""
+    return len(tf.config.list_physical_devices("GPU")) if gpus is None else gpus
 
 
 def cpu_has_bf16(cpuinfo=None):
@@ -154,9 +157,7 @@ def precision_warning(precision, gpus=None, cpuinfo=None):
     """
     if precision != "mixed_bfloat16":
         return None
-    if gpus is None:
-        gpus = len(tf.config.list_physical_devices("GPU"))
-    if gpus or cpu_has_bf16(cpuinfo):
+    if _gpu_count(gpus) or cpu_has_bf16(cpuinfo):
         return None
     return ("warning: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so mixed_bfloat16 is "
             "emulated and several times slower than float32 (use --precision float32 or auto)")
