@@ -89,24 +89,38 @@ def test_bf16_model_exports_as_float32(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU emulates bf16 (no avx512_bf16/amx_bf16): the bf16 "
-                    "run would take about 9x the float32 one, over 15 min here")
-def test_bf16_training_reaches_float32_ap(tmp_path):
-    """A synthetic run like test_training.py::test_synthetic_run_learns (6 epochs), in bf16 and float32."""
-    from kdefect.training import train
+def test_bf16_training_follows_float32(tmp_path):
+    """bf16 training learns like float32 on the synthetic set, and saves a float32 model.
+
+    With native bf16 (AVX512_BF16 or AMX): a run like
+    test_training.py::test_synthetic_run_learns (6 epochs), whose AP must match float32's. Where bf16 is
+    emulated (about 9x slower; over 15 min for that run on an AVX2 Zen 3): 2 epochs of 12 images at
+    128x64, too short for a useful AP, whose per-epoch training losses must track float32's
+    (measured there: within 1 %) and fall.
+    """
+    import csv
 
     from kdefect.export import load_keras_model
+    from kdefect.training import HISTORY_CSV, train
 
-    aps = {}
+    native = cpu_has_bf16()
+    size = (dict(num_samples=120, input_size=(128, 128), epochs=6) if native
+            else dict(num_samples=24, input_size=(128, 64), epochs=2))
+    aps, losses = {}, {}
     for precision in ("float32", "mixed_bfloat16"):
-        cfg = TrainConfig(num_samples=120, input_size=(128, 128), epochs=6, batch_size=2, seed=7,
-                          precision=precision)
+        cfg = TrainConfig(**size, batch_size=2, seed=7, precision=precision)
         metrics = train(cfg, output=tmp_path / precision, verbose=0, figures=False)
         assert metrics["training_precision"] == precision
         aps[precision] = metrics["ap"]
-    print("synthetic AP by training precision:", aps)
-    assert aps["mixed_bfloat16"] >= 0.8, aps
-    assert aps["mixed_bfloat16"] >= aps["float32"] - 0.05, aps
+        with open(tmp_path / precision / HISTORY_CSV) as f:
+            losses[precision] = [float(row["loss"]) for row in csv.DictReader(f)]
+    print("synthetic AP and training losses by precision:", aps, losses)
+    if native:
+        assert aps["mixed_bfloat16"] >= 0.8, aps
+        assert aps["mixed_bfloat16"] >= aps["float32"] - 0.05, aps
+    else:
+        assert losses["mixed_bfloat16"][-1] < losses["mixed_bfloat16"][0], losses
+        np.testing.assert_allclose(losses["mixed_bfloat16"], losses["float32"], rtol=0.05)
     # trained in bf16, saved (and evaluated) in float32
     saved = load_keras_model(tmp_path / "mixed_bfloat16" / "model.keras")
     assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
