@@ -14,6 +14,7 @@ def _positive(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+@pytest.mark.slow
 def test_bench_cli_tiny_writes_keys_and_positive_numbers(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, [

@@ -289,6 +289,7 @@ def round_trip(tmp_path_factory):
     return run_dir, out, result
 
 
+@pytest.mark.slow
 def test_export_writes_every_format_and_passes_parity(round_trip):
     run_dir, out, result = round_trip
     paths = {"saved_model": out / "saved_model", "tflite-float32": out / "model.tflite",
@@ -370,6 +371,7 @@ def _executable():
     return str(path)
 
 
+@pytest.mark.slow
 def test_installed_executable_help_and_one_line_error(tmp_path):
     exe = _executable()
     env = {**os.environ, "COLUMNS": "100"}

@@ -72,6 +72,7 @@ def _read_csv(path):
     return comments, rows
 
 
+@pytest.mark.slow
 def test_tiny_ablation_end_to_end_and_resume(tmp_path):
     out = tmp_path / "exp"
     logged = []

@@ -44,7 +44,7 @@ def _spawn(*args):
 
 def _train_args(tmp_path, output, epochs=EPOCHS):
     config = tmp_path / "tiny.yaml"
-    config.write_text("num_samples: 24\nvalidate_every: 0\n")
+    config.write_text("num_samples: 16\nvalidate_every: 0\n")
     args = ["train", "--config", config, "--input-size", "64x128", "--epochs", epochs, "--batch-size", 2,
             "--seed", 11, "--no-figures", "-q", "--output", output]
     return args
@@ -81,6 +81,7 @@ def uninterrupted(tmp_path_factory):
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, uninterrupted):
     run = tmp_path / "run"
     proc = _spawn(*_train_args(tmp_path, run))
@@ -184,6 +185,7 @@ def _strip_times(value):
     return value
 
 
+@pytest.mark.slow
 def test_multi_fold_resume_keeps_finished_folds_and_continues_the_interrupted_one(tmp_path, monkeypatch):
     """Two folds (synthetic data standing in for KSDD's); interrupted in fold 1 after its first epoch.
 
@@ -195,7 +197,7 @@ def test_multi_fold_resume_keeps_finished_folds_and_continues_the_interrupted_on
     from kdefect.config import TrainConfig
 
     monkeypatch.setitem(training.MULTI_FOLD, "synthetic", (0, 1))
-    config = TrainConfig(num_samples=24, input_size=(64, 128), epochs=2, batch_size=2, seed=3, fold=None)
+    config = TrainConfig(num_samples=16, input_size=(64, 128), epochs=2, batch_size=2, seed=3, fold=None)
     quiet = dict(verbose=0, figures=False, log=lambda *a: None)
 
     guards = []

@@ -79,6 +79,7 @@ def test_batch_update_equals_reference_sum_of_per_image_gradients():
         assert np.linalg.norm(step - lr * s) <= tolerance, v.path
 
 
+@pytest.mark.slow
 def test_lambda_schedule_per_epoch_and_zero_classification_weight_in_epoch_0():
     s = SampleSet.from_arrays(
         np.random.default_rng(0).integers(0, 255, (4,) + TINY, dtype=np.uint8),
@@ -98,7 +99,7 @@ def test_lambda_schedule_per_epoch_and_zero_classification_weight_in_epoch_0():
         Record.seen = []
         model = SegDecNet(input_shape=TINY)
         model.compile(keras.optimizers.SGD(0.01), delta=0.5, dynamic_balance=enabled)
-        history = model.fit(training_dataset(s, sched, 2), epochs=3, steps_per_epoch=2, verbose=0,
+        history = model.fit(training_dataset(s, sched, 2), epochs=3, steps_per_epoch=1, verbose=0,
                             callbacks=[DynamicBalance(3, enabled=enabled), Record()])
         np.testing.assert_allclose(Record.seen, expected, rtol=1e-6)
         np.testing.assert_allclose(history.history["lambda"], [e[0] for e in expected], rtol=1e-6)
@@ -116,6 +117,7 @@ def test_classification_loss_does_not_move_segmentation_weights_with_adjustment(
         assert moved == v.path.startswith("dec_"), v.path
 
 
+@pytest.mark.slow
 def test_synthetic_run_learns(tmp_path):
     """A short run on the built-in synthetic set separates defective from clean surfaces."""
     from kdefect.training import train
