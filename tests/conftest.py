@@ -12,7 +12,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 TINY = (128, 64, 1)  # smallest comfortable SegDecNet input (2x1 pixels at 1/64)
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Run the test files with the most ``slow`` tests first, each file's tests together.
 
