@@ -59,14 +59,17 @@ def _names(ctx, param, value):
 @click.option("--epochs-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Multiply every row's epochs (e.g. 0.1: 35 -> 4, keeping the sweep's ratios).")
 @click.option("--num-samples", type=click.IntRange(min=4), default=None, help="Synthetic data: number of images.")
+@click.option("--seed", type=int, default=None,
+              help="Random seed of every run (default: the dataset config's, 1337). For a seed study give "
+                   "each seed its own --output (folds finished with another seed are refused).")
 @click.option("--only", callback=_names, default=None, metavar="ROW,...", help="Run only these rows.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Experiment folder (default: runs/experiment-<name>-<dataset>); run again to resume.")
 @click.option("--figures", is_flag=True, help="Write per-image test figures for every run (slow on KSDD).")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
 @_user_errors
-def experiment(name, dataset, data_dir, scale, input_size, folds, epochs_max, epochs_scale, num_samples, only,
-               output, figures, quiet):
+def experiment(name, dataset, data_dir, scale, input_size, folds, epochs_max, epochs_scale, num_samples, seed,
+               only, output, figures, quiet):
     """Reproduce a table of the paper: NAME is positives (Table II), disable-one (III) or add-one (V).
 
     Each row of the table is a set of configuration changes (configs/experiments.yaml),
@@ -79,12 +82,13 @@ def experiment(name, dataset, data_dir, scale, input_size, folds, epochs_max, ep
       kdefect experiment disable-one --scale 0.25 --folds 0 --epochs-max 10
       kdefect experiment positives --epochs-scale 0.2 --only n33,n5
       kdefect experiment add-one --dataset synthetic --epochs-max 3
+      kdefect experiment add-one --scale 0.25 --seed 42 --output runs/add-one-s42
     """
     from kdefect.config import load_config
     from kdefect.experiments import get_experiment, run_experiment
 
     canonical = get_experiment(name).name
-    base = load_config(dataset, data_dir=data_dir, num_samples=num_samples)
+    base = load_config(dataset, data_dir=data_dir, num_samples=num_samples, seed=seed)
     output = output or f"runs/experiment-{canonical}-{dataset}"
     log = (lambda *a: None) if quiet else click.echo
     run_experiment(canonical, base, output, folds=folds, scale=scale, input_size=input_size,

@@ -139,7 +139,7 @@ def _header(experiment, planned, wall_time):
     joined = ("; AP is the mean over folds, FP/FN the sums at each fold's threshold of highest F-measure"
               if len(first.folds) > 1 else "; FP/FN at the threshold of highest F-measure")
     lines = [f"experiment {experiment.name} (Table {experiment.table}) on {dataset}: {folds} at "
-             f"{_size(input_size_of(first.config))}{joined}"]
+             f"{_size(input_size_of(first.config))}, seed {first.config.seed}{joined}"]
     lines += reduced_statement(planned) or ["the paper's settings (nothing reduced)"]
     if own in experiment.columns:
         lines.append(f"paper: {experiment.columns[own]} column of Table {experiment.table}; other columns "
