@@ -73,9 +73,10 @@ def test_batch_update_equals_reference_sum_of_per_image_gradients():
     for b, s, v in zip(before, summed, model.trainable_variables):
         step = b - v.numpy()
         # float32 gradients of this deep net carry ~1e-3 relative noise (measured against float64;
-        # summation order, oneDNN kernels, op determinism), so allow 1e-2 of the step plus the float32
-        # rounding of the weights. A mean instead of a sum would be off by 2/3 of the step.
-        tolerance = 1e-2 * np.linalg.norm(lr * s) + 2e-7 * np.linalg.norm(b)
+        # summation order, oneDNN kernels, op determinism), and more for small ones: a clean-clone CI
+        # run on 2026-12-02 saw 1.3e-2 on seg_block1_1_fn/bias. So allow 5e-2 of the step plus the
+        # float32 rounding of the weights; a mean instead of a sum would be off by 2/3 of the step.
+        tolerance = 5e-2 * np.linalg.norm(lr * s) + 2e-7 * np.linalg.norm(b)
         assert np.linalg.norm(step - lr * s) <= tolerance, v.path
 
 
