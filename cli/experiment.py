@@ -9,6 +9,8 @@ import functools
 
 import click
 
+from kdefect.data.labels import ANNOTATIONS
+
 NAMES = ("positives", "table2", "disable-one", "table3", "add-one", "table5")
 
 
@@ -62,6 +64,10 @@ def _names(ctx, param, value):
 @click.option("--seed", type=int, default=None,
               help="Random seed of every run (default: the dataset config's, 1337). For a seed study give "
                    "each seed its own --output (folds finished with another seed are refused).")
+@click.option("--annotation", type=click.Choice(ANNOTATIONS), default=None,
+              help="Training labels of every run: the masks as given, or each defect's mask replaced by its "
+                   "rotated bounding box (approximates the KSDD 'boxes' annotation the paper used). "
+                   "Default: the dataset config's (mask).")
 @click.option("--only", callback=_names, default=None, metavar="ROW,...", help="Run only these rows.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Experiment folder (default: runs/experiment-<name>-<dataset>); run again to resume.")
@@ -69,7 +75,7 @@ def _names(ctx, param, value):
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
 @_user_errors
 def experiment(name, dataset, data_dir, scale, input_size, folds, epochs_max, epochs_scale, num_samples, seed,
-               only, output, figures, quiet):
+               annotation, only, output, figures, quiet):
     """Reproduce a table of the paper: NAME is positives (Table II), disable-one (III) or add-one (V).
 
     Each row of the table is a set of configuration changes (configs/experiments.yaml),
@@ -83,12 +89,14 @@ def experiment(name, dataset, data_dir, scale, input_size, folds, epochs_max, ep
       kdefect experiment positives --epochs-scale 0.2 --only n33,n5
       kdefect experiment add-one --dataset synthetic --epochs-max 3
       kdefect experiment add-one --scale 0.25 --seed 42 --output runs/add-one-s42
+      kdefect experiment disable-one --scale 0.25 --annotation boxes --only all-on,no-dt
     """
     from kdefect.config import load_config
     from kdefect.experiments import get_experiment, run_experiment
 
     canonical = get_experiment(name).name
-    base = load_config(dataset, data_dir=data_dir, num_samples=num_samples, seed=seed)
+    base = load_config(dataset, data_dir=data_dir, num_samples=num_samples, seed=seed,
+                       annotation=annotation)
     output = output or f"runs/experiment-{canonical}-{dataset}"
     log = (lambda *a: None) if quiet else click.echo
     run_experiment(canonical, base, output, folds=folds, scale=scale, input_size=input_size,

@@ -112,15 +112,20 @@ def test_cli_runs_a_row_and_reports_errors_in_one_line(tmp_path):
     runner = CliRunner()
     args = ["experiment", "table3", "--dataset", "synthetic", "--num-samples", "16", "--input-size", "64x128",
             "--epochs-max", "1", "--output", str(tmp_path / "cli"), "--quiet"]
-    result = runner.invoke(main, args + ["--only", "all-on", "--seed", "7"], standalone_mode=False)
+    result = runner.invoke(main, args + ["--only", "all-on", "--seed", "7", "--annotation", "boxes"],
+                           standalone_mode=False)
     assert result.exit_code == 0, result.output
+    assert "changed: annotation boxes instead of mask" in result.output
     assert "| all-on | none disabled (all four on) | 1 (paper 10) |" in result.output
     assert "synthetic: fold 0 at 64x128, seed 7;" in result.output
     assert (tmp_path / "cli" / "summary.csv").exists()
-    assert "seed: 7\n" in (tmp_path / "cli" / "all-on" / "config.yaml").read_text()
-    # Another seed into the same folder is refused before anything trains.
-    other = runner.invoke(main, args + ["--only", "all-on", "--seed", "8"])
+    saved = (tmp_path / "cli" / "all-on" / "config.yaml").read_text()
+    assert "seed: 7\n" in saved and "annotation: boxes\n" in saved
+    # Another seed (or annotation) into the same folder is refused before anything trains.
+    other = runner.invoke(main, args + ["--only", "all-on", "--seed", "8", "--annotation", "boxes"])
     assert other.exit_code == 2 and "trained with other settings: seed 7 (now 8)" in other.output
+    masks = runner.invoke(main, args + ["--only", "all-on", "--seed", "7"])
+    assert masks.exit_code == 2 and "trained with other settings: annotation 'boxes' (now 'mask')" in masks.output
 
     bad = runner.invoke(main, args + ["--only", "nope"])
     assert bad.exit_code == 2 and bad.output.strip().splitlines()[-1].startswith("Error: experiment 'disable-one'")
