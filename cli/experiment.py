@@ -65,9 +65,8 @@ def _names(ctx, param, value):
               help="Random seed of every run (default: the dataset config's, 1337). For a seed study give "
                    "each seed its own --output (folds finished with another seed are refused).")
 @click.option("--annotation", type=click.Choice(ANNOTATIONS), default=None,
-              help="Training labels of every run: the masks as given, or each defect's mask replaced by its "
-                   "rotated bounding box (approximates the KSDD 'boxes' annotation the paper used). "
-                   "Default: the dataset config's (mask).")
+              help="Training labels of every run, as in `kdefect train --annotation` (default: the dataset "
+                   "config's, mask).")
 @click.option("--only", callback=_names, default=None, metavar="ROW,...", help="Run only these rows.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Experiment folder (default: runs/experiment-<name>-<dataset>); run again to resume.")
