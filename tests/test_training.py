@@ -128,3 +128,36 @@ def test_synthetic_run_learns(tmp_path):
     metrics = train(cfg, output=tmp_path / "run", verbose=0, figures=False)
     assert metrics["n_images"] == 60
     assert metrics["ap"] >= 0.8, metrics
+
+
+def _history(path, aucs):
+    path.write_text("epoch,auc,cls_loss\n" + "".join(f"{e},{a},0.4\n" for e, a in enumerate(aucs)))
+    return path
+
+
+def test_separation_note_only_for_long_runs_that_never_separate(tmp_path):
+    from kdefect.training import separation_note
+
+    csv = tmp_path / "history.csv"
+    note = separation_note(_history(csv, [0.5, 0.98] + [0.7] * 28))
+    assert note.startswith("note: the training AUC stayed below 1.0 in all 30 epochs (best 0.980)")
+    assert "--seed" in note and "\n" not in note
+    assert separation_note(_history(csv, [0.7] * 29 + [1.0])) is None  # separated once: fine
+    assert separation_note(_history(csv, [0.7] * 5)) is None  # too short to judge
+    assert separation_note(_history(csv, [0.7] * 5), min_epochs=5) is not None
+    csv.write_text("epoch,loss\n" + "".join(f"{e},0.1\n" for e in range(30)))
+    assert separation_note(csv) is None  # no auc column
+    assert separation_note(tmp_path / "missing.csv") is None
+
+
+def test_train_logs_the_separation_note(tmp_path, monkeypatch):
+    """``train`` reads each trained fold's history and passes the note to ``log``."""
+    import kdefect.training as training
+
+    seen = []
+    monkeypatch.setattr(training, "separation_note", lambda path: seen.append(path) or "note: test")
+    cfg = TrainConfig(num_samples=24, input_size=TINY[:2], epochs=1, batch_size=4)
+    logs = []
+    training.train(cfg, output=tmp_path / "run", verbose=0, figures=False, log=logs.append)
+    assert seen == [tmp_path / "run" / "history.csv"] and seen[0].exists()
+    assert "note: test" in logs
