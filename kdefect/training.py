@@ -167,9 +167,9 @@ def separation_note(history_csv, min_epochs=20):
     r"""A one-line note when the training AUC never reached 1.0, else None.
 
     The decision network's training AUC (the ``auc`` column of
-    ``history.csv``) reaches 1.0 in every 5- and 10-positive KolektorSDD run
-    of docs/RESULTS.md whose curve is kept but two; those two (5 positives
-    at 352×128: seed 1337 on fold 0, seed 42 on fold 1) score
+    ``history.csv``) reaches 1.0 in all but two of the 5- and 10-positive
+    KolektorSDD runs whose training AUC docs/RESULTS.md records; those two
+    (5 positives at 352×128: seed 1337 on fold 0, seed 42 on fold 1) score
     every image alike and reach 36 and 46 % AP where the other seed on the
     same fold reaches 89 %.
     Training with the same data and another ``--seed`` is then worth a try.
