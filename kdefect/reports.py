@@ -50,6 +50,23 @@ def _save(fig, out_png):
     return out_png
 
 
+def _curve_png(out_png, draw, fallback_title, xlabel, ylabel, xlim, diagonal=False):
+    """One 5×4.5 in curve panel: ``draw(ax)`` plots and returns the title; ``draw=None`` means undefined."""
+    fig = _figure(5, 4.5)
+    ax = fig.add_subplot()
+    if diagonal:
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    if draw is not None:
+        ax.set_title(draw(ax))
+    else:
+        ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
+        ax.set_title(fallback_title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, xlim=xlim, ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
 def plot_pr_roc(labels, scores, out_dir):
     """Write ``precision-recall.png`` and ``roc.png`` into ``out_dir``; return both paths.
 
@@ -72,9 +89,7 @@ def plot_pr_roc(labels, scores, out_dir):
     out_dir = Path(out_dir)
     two_classes = labels.any() and not labels.all()
 
-    fig = _figure(5, 4.5)
-    ax = fig.add_subplot()
-    if two_classes:
+    def draw_pr(ax):
         precision, recall, _ = precision_recall_curve(labels, scores)
         ax.step(recall, precision, where="post", color="tab:blue", lw=2)
         ax.fill_between(recall, precision, step="post", alpha=0.15, color="tab:blue")
@@ -82,29 +97,17 @@ def plot_pr_roc(labels, scores, out_dir):
         ax.plot([m["tpr"]], [p], "o", color="tab:red",
                 label=f"max F = {m['f_measure']:.3f} at {m['threshold']:.3g}")
         ax.legend(loc="lower left")
-        ax.set_title(f"AP {100 * m['ap']:.2f} % (trapezoid {100 * m['ap_trapezoid']:.2f} %)")
-    else:
-        ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
-        ax.set_title("precision-recall")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    pr_png = _save(fig, out_dir / PR_PNG)
+        return f"AP {100 * m['ap']:.2f} % (trapezoid {100 * m['ap_trapezoid']:.2f} %)"
 
-    fig = _figure(5, 4.5)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    if two_classes:
+    def draw_roc(ax):
         fpr, tpr, _ = roc_curve(labels, scores)
         ax.plot(fpr, tpr, color="tab:orange", lw=2)
-        ax.set_title(f"ROC AUC {100 * m['auc']:.2f} %")
-    else:
-        ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
-        ax.set_title("ROC")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    roc_png = _save(fig, out_dir / ROC_PNG)
+        return f"ROC AUC {100 * m['auc']:.2f} %"
+
+    pr_png = _curve_png(out_dir / PR_PNG, draw_pr if two_classes else None, "precision-recall",
+                        xlabel="recall", ylabel="precision", xlim=(0, 1.01))
+    roc_png = _curve_png(out_dir / ROC_PNG, draw_roc if two_classes else None, "ROC", diagonal=True,
+                         xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1))
     return pr_png, roc_png
 
 
