@@ -170,7 +170,7 @@ def separation_note(history_csv, min_epochs=20):
     ``history.csv``) reaches 1.0 in all but two of the 5- and 10-positive
     KolektorSDD runs whose training AUC docs/RESULTS.md records; those two
     (5 positives at 352×128: seed 1337 on fold 0, seed 42 on fold 1) score
-    every image alike and reach 36 and 46 % AP where other seeds on the
+    every image alike and reach 46 and 36 % AP where other seeds on the
     same folds reach 84–90 %.
     Training with the same data and another ``--seed`` is then worth a try.
     Runs shorter than ``min_epochs`` (smoke tests, short fine-tuning) get no
